@@ -3,10 +3,25 @@
 import operator
 import socket
 import subprocess
+import time
 
 import pytest
 
 pytestmark = pytest.mark.slurm
+
+
+def _accounted_state(job_id: str, timeout: float = 60.0) -> str:
+    """The job's state in slurmdbd accounting, polled until it is recorded as finished."""
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True,
+                             text=True, check=True).stdout.split()
+        state = out[0] if out else ""
+        if state and state not in ("PENDING", "RUNNING"):
+            return state
+        time.sleep(1)
+    return state
 
 
 def _executor(tmp_path):
@@ -31,7 +46,7 @@ def test_node_is_idle_with_configured_resources(slurm_cluster):
 def test_submitit_job_returns_result(slurm_cluster, tmp_path):
     job = _executor(tmp_path).submit(socket.gethostname)
     assert job.result() == socket.gethostname()
-    assert job.state == "COMPLETED"
+    assert _accounted_state(job.job_id) == "COMPLETED"
 
 
 def test_submitit_array_of_three_returns_all_results(slurm_cluster, tmp_path):
@@ -54,6 +69,4 @@ def test_sbatch_wrap_completes_and_is_accounted(slurm_cluster, tmp_path):
                          capture_output=True, text=True, check=True, timeout=120).stdout
     job_id = out.strip().split(";")[0]
     assert (tmp_path / "h.out").read_text().strip() == socket.gethostname()
-    acct = subprocess.run(["sacct", "-n", "-X", "-j", job_id, "-o", "State"], capture_output=True, text=True,
-                          check=True).stdout
-    assert "COMPLETED" in acct
+    assert _accounted_state(job_id) == "COMPLETED"
