@@ -16,6 +16,7 @@ import typer
 from pdmd_core import __version__
 
 CORE_COMMAND_MODULES = [
+    "pdmd_core.engine_commands",
     "pdmd_core.infra.commands",
 ]
 

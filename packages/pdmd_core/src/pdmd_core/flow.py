@@ -134,6 +134,12 @@ def euler_step(x: Tensor, v: Tensor, t_from: Time, t_to: Time) -> Tensor:
     return x + (t_to - t_from) * v
 
 
+def renoise_step(x: Tensor, v: Tensor, t_from: Time, t_to: Time, noise: Tensor) -> Tensor:
+    """DMD2-style transport: predict x̂_0 = x − t_from·v, then re-noise it to t_to with fresh noise."""
+    x0 = velocity_to_x0(x, v, t_from)
+    return (1 - t_to) * x0 + t_to * noise
+
+
 def flow_matching_loss_terms(x_0: Tensor, noise: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """(x_t, target) of the standard flow-matching loss, Eq. 4 / 8 (rectified flow), t of shape (B,)."""
     te = expand_like(t, x_0)

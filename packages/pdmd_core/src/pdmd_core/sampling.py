@@ -7,17 +7,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from pdmd_core.flow import euler_step, shift_time
+from pdmd_core.flow import euler_step
 from pdmd_core.guidance import CFGForm, guided_velocity
 from pdmd_core.protocols import Conditioning, VelocityModel
+from pdmd_core.schedules import uniform_timesteps
 
-
-def uniform_timesteps(num_steps: int, shift: float = 1.0) -> list[float]:
-    """t_0 = 1 > t_1 > ... > t_N = 0: uniform in raw time, then shifted (shift 5 → 1, .938, .833, .625, 0)."""
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    raw = [1.0 - i / num_steps for i in range(num_steps + 1)]
-    return [float(shift_time(t, shift)) for t in raw]
+__all__ = ["euler_sample", "uniform_timesteps"]
 
 
 @torch.no_grad()

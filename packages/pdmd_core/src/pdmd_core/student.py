@@ -1,0 +1,90 @@
+"""The distilled N-step (MoE) student as a sampler.
+
+    student = Student.from_checkpoint("runs/x/checkpoints/ckpt_00000200.pt")        # builds the bundle
+    student = Student.from_checkpoint(path, bundle=bundle, device="cpu")             # or reuse one
+    x0 = student.sample(z, cond)          # CFG 1; step i runs expert `expert_of_step[i]`
+    student.expert_of_step, student.timesteps
+
+Between steps the student uses the transport it was trained with (Euler, or x̂_0 + fresh noise, which then
+needs `generator` for the fresh noise). With `use_ema`, a checkpoint's EMA weights replace the current
+expert's (earlier experts already hold their EMA weights since phase end).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from pdmd_core.checkpoint import load_checkpoint
+from pdmd_core.config import DistillConfig
+from pdmd_core.models.registry import ModelBundle, build_model
+from pdmd_core.protocols import Conditioning
+from pdmd_core.roles import EMA, GeneratorExperts
+from pdmd_core.rollout import transport_step
+
+
+class Student:
+    def __init__(self, generator: GeneratorExperts, transport: str = "euler", ema: EMA | None = None) -> None:
+        self.generator = generator
+        self.transport = transport
+        self.ema = ema  # when given, its weights are swapped in for the duration of each sample() call
+
+    @property
+    def timesteps(self) -> list[float]:
+        return list(self.generator.timesteps)
+
+    @property
+    def expert_of_step(self) -> list[int]:
+        return list(self.generator.expert_of_step)
+
+    @classmethod
+    def from_generator(cls, generator: GeneratorExperts, transport: str = "euler",
+                       ema: EMA | None = None) -> Student:
+        """A sampler over the trainer's own experts (no copy; training state is left untouched)."""
+        return cls(generator, transport, ema)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, bundle: ModelBundle | None = None,
+                        device: str | torch.device = "cpu", use_ema: bool = True) -> Student:
+        state = load_checkpoint(path, device)
+        cfg = DistillConfig.model_validate(state["config"] | {"device": str(device)})
+        if bundle is None:
+            if cfg.model is None:
+                raise ValueError(f"checkpoint {path} has no `model` section; pass bundle=")
+            bundle = build_model(cfg.model.kind, cfg.model.params, device)
+        gen = GeneratorExperts(bundle, cfg)
+        for e, sd in enumerate(state["generator"]):
+            gen.load_expert_state(e, sd)
+        if use_ema and state.get("ema") and state.get("phase_started"):
+            gen.set_trainable(gen.experts_for_phase(int(state["phase"]), cfg.method))
+            named = dict(gen.trainable_named_parameters())
+            with torch.no_grad():
+                for name, value in state["ema"].items():
+                    named[name].copy_(value)
+        gen.set_trainable([])
+        return cls(gen, cfg.transport)
+
+    @torch.no_grad()
+    def sample(self, z: Tensor, cond: Conditioning | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+        if self.ema is None:
+            return self._sample(z, cond, generator)
+        backup = {n: p.detach().clone() for n, p in self.ema.params.items()}
+        self.ema.copy_to_params()
+        try:
+            return self._sample(z, cond, generator)
+        finally:
+            for n, p in self.ema.params.items():
+                p.copy_(backup[n])
+
+    def _sample(self, z: Tensor, cond: Conditioning | None, generator: torch.Generator | None) -> Tensor:
+        ts = self.generator.timesteps
+        rng = generator if generator is not None else torch.Generator(device=z.device).manual_seed(0)
+        x = z
+        for i in range(len(ts) - 1):
+            t = torch.full((z.shape[0],), ts[i], device=z.device, dtype=z.dtype)
+            v = self.generator.step_velocity(i, x, t, cond)
+            x = transport_step(x, v, ts[i], ts[i + 1], self.transport, rng)
+        return x
