@@ -80,3 +80,48 @@ class GaussianFamilyVelocity(nn.Module):
 class NoPrompts:
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[None, None]:
         return None, None
+
+
+class ElementwiseVelocity(nn.Module):
+    """v = a·x_t + b·t + c, elementwise: runs on samples of any shape (resolution-mixture tests)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(0.5))
+        self.b = nn.Parameter(torch.tensor(-0.25))
+        self.c = nn.Parameter(torch.tensor(0.1))
+        self.seen_shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x_t: Tensor, t: Tensor, cond: object = None) -> Tensor:
+        self.seen_shapes.append(tuple(x_t.shape[1:]))
+        return self.a * x_t + self.b * t.reshape(-1, *([1] * (x_t.ndim - 1))) + self.c
+
+
+# ---- model kinds for dry-run tests, reachable as "core_toy_nets:<builder>" (tests/core is on sys.path)
+BUILD_DEVICES: list[str] = []
+PLAN_CALLS: list[tuple[object, dict]] = []
+
+
+def build_planned_mlp(params: dict, device: torch.device):
+    """The `mlp` kind plus an `extras["memory_plan"]` callable (as the real-scale kinds provide)."""
+    from pdmd_core.models.mlp import build_mlp
+
+    BUILD_DEVICES.append(str(device))
+    bundle = build_mlp(params, device)
+
+    def plan(cfg, roles: dict) -> dict:
+        PLAN_CALLS.append((cfg, roles))
+        total = roles["teacher"]["params"] + roles["fake"]["params"] + roles["generator"]["params"]
+        return {"gpus": 8, "device": cfg.device, "bf16_weights_per_gpu": total * 2 / 8}
+
+    bundle.extras["memory_plan"] = plan
+    return bundle
+
+
+def build_weights_only(params: dict, device: torch.device):
+    """A builder that must load weights, so it cannot build on meta."""
+    if device.type == "meta":
+        raise RuntimeError("teacher.pt cannot be loaded onto the meta device")
+    from pdmd_core.models.mlp import build_mlp
+
+    return build_mlp(params, device)

@@ -76,6 +76,30 @@ def test_resume_equals_uninterrupted(tmp_path: Path, over: dict[str, Any]) -> No
     assert len(list_checkpoints(tmp_path / "cut" / "checkpoints")) <= 2  # keep_last
 
 
+@pytest.mark.parametrize("stop_at", [3, 4], ids=["last-step-of-phase-0", "mid-phase-1"])
+def test_save_from_a_hook_then_raise_resumes_like_an_uninterrupted_run(tmp_path: Path, stop_at: int) -> None:
+    """SLURM pre-emption as the pipeline does it: `trainer.save()` inside a metric hook, then raise out of fit()."""
+    cfg = _cfg(checkpoint={"every": 100, "keep_last": 2}, optim={"ema_decay": 0.9})  # no periodic checkpoints
+    full = _run(cfg, tmp_path / "full")
+    torch.set_num_threads(1)
+    bundle = build_model(cfg.model.kind, cfg.model.params)  # type: ignore[union-attr]
+    log: list[tuple[int, int, dict[str, float]]] = []
+
+    def save_and_stop(step: int, phase: int, metrics: dict[str, float]) -> None:
+        log.append((step, phase, metrics))
+        if step == stop_at:
+            tr.save()
+            raise _Stop
+
+    tr = Trainer(cfg, bundle, tmp_path / "cut", hooks=[save_and_stop], progress=False)
+    with pytest.raises(_Stop):
+        tr.fit()
+    assert list_checkpoints(tmp_path / "cut" / "checkpoints")[-1].name == f"ckpt_{stop_at:08d}.pt"
+    log += _run(cfg, tmp_path / "cut")
+    assert [s for s, _, _ in log] == [s for s, _, _ in full]  # nothing replayed, nothing skipped
+    assert log == full
+
+
 @pytest.mark.parametrize("role", ["generator", "fake"])
 def test_non_finite_stops_with_role_phase_step_and_keeps_checkpoint(tmp_path: Path, role: str) -> None:
     cfg = _cfg(checkpoint={"every": 1, "keep_last": 5})

@@ -30,7 +30,8 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Argument(..., exists=True, dir_okay=False, help="YAML run config"),
         run_dir: Path | None = typer.Option(None, "--run-dir", help="default: runs/<config name>"),
         overrides: list[str] = typer.Option([], "--set", help="override KEY=VALUE (dotted keys allowed)"),
-        dry_run: bool = typer.Option(False, "--dry-run", help="validate, print roles and memory plan, exit"),
+        dry_run: bool = typer.Option(False, "--dry-run",
+                                     help="validate; print roles, parameter counts and memory plan (no weights)"),
     ) -> None:
         """Distil a student with the method of CONFIG (resumes from the run dir's latest checkpoint)."""
         from pdmd_core.config import ConfigError, load_config
@@ -43,14 +44,19 @@ def register(app: typer.Typer) -> None:
         if cfg.model is None:
             typer.echo(f"invalid config {config}: missing `model: {{kind: ...}}` section", err=True)
             raise typer.Exit(2)
+        if dry_run:  # no weights: the model is built on the meta device, CUDA is never touched
+            from pdmd_core.dry_run import DryRunError, build_dry_run_bundle, describe_run
+
+            try:
+                meta_bundle = build_dry_run_bundle(cfg)
+            except DryRunError as err:
+                typer.echo(str(err), err=True)
+                raise typer.Exit(2) from None
+            typer.echo(json.dumps(describe_run(cfg, meta_bundle), indent=2, default=str))
+            return
         from pdmd_core.models.registry import build_model
 
         bundle = build_model(cfg.model.kind, cfg.model.params, cfg.device)
-        if dry_run:
-            from pdmd_core.dry_run import describe_run
-
-            typer.echo(json.dumps(describe_run(cfg, bundle), indent=2))
-            return
         import yaml
 
         from pdmd_core.trainer import Trainer

@@ -11,13 +11,21 @@
   `.set_trainable(experts)` freezes everything else; `.trainable_parameters()`; `.expert_state(e)` /
   `.load_expert_state(e, sd)` hold only what training changes (full weights, or the adapter tensors).
 - `EMA(named_params, decay)`: shadow copies of the trainable parameters.
+
+Mixed precision: when `bundle.extras["autocast_dtype"]` is set (a torch dtype such as torch.bfloat16, or its
+name) every model forward of the three roles runs under `torch.autocast("cuda", dtype)` if its input lives on
+CUDA, and its output is cast back to the input's dtype (fp32), so CFG combination, transports and all losses
+stay fp32. On CPU (and with no `autocast_dtype`) forwards are untouched: CPU runs stay bit-reproducible.
+On a meta backbone LoRA adapters are injected with peft's `low_cpu_mem_usage` (created on meta, no allocation).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +34,7 @@ from pdmd_core.config import DistillConfig
 from pdmd_core.guidance import guided_velocity
 from pdmd_core.models.moe import MoEVelocity, expert_index
 from pdmd_core.models.registry import ModelBundle
-from pdmd_core.protocols import Conditioning
+from pdmd_core.protocols import Conditioning, VelocityModel
 from pdmd_core.schedules import phase_of_step
 
 
@@ -40,16 +48,53 @@ def count_parameters(params: Iterator[nn.Parameter] | Sequence[nn.Parameter]) ->
     return sum(p.numel() for p in params)
 
 
+_AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def autocast_dtype_of(bundle: ModelBundle) -> torch.dtype | None:
+    """The bundle's `extras["autocast_dtype"]` (torch.bfloat16 / torch.float16 or their names), or None."""
+    value = bundle.extras.get("autocast_dtype")
+    if value is None:
+        return None
+    dtype = getattr(torch, value, None) if isinstance(value, str) else value
+    if dtype not in _AUTOCAST_DTYPES:
+        raise ValueError(f"bundle.extras['autocast_dtype'] = {value!r}: allowed are torch.bfloat16, "
+                         f"torch.float16 (or 'bfloat16', 'float16') or None")
+    assert isinstance(dtype, torch.dtype)
+    return dtype
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    """`torch.autocast("cuda", dtype)` for CUDA inputs when a dtype is set; otherwise a no-op."""
+    if dtype is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def autocast_forward(module: Callable[..., Tensor], dtype: torch.dtype | None) -> VelocityModel:
+    """v = module(x_t, t, cond) under CUDA autocast (when set), returned in x_t's dtype (fp32 downstream)."""
+    if dtype is None:
+        return cast(VelocityModel, module)
+
+    def forward(x_t: Tensor, t: Tensor, cond: Conditioning | None) -> Tensor:
+        with autocast_context(x_t.device, dtype):
+            out = module(x_t, t, cond)
+        return out.to(x_t.dtype)
+
+    return forward
+
+
 class Teacher:
     def __init__(self, bundle: ModelBundle, cfg: DistillConfig) -> None:
         self.module = _freeze(bundle.teacher).eval()
         self.cfg = cfg.teacher_cfg
+        self._autocast = autocast_dtype_of(bundle)
 
     @torch.no_grad()
     def velocity(self, x_t: Tensor, t: Tensor, cond: Conditioning | None,
                  null_cond: Conditioning | None) -> Tensor:
-        return guided_velocity(self.module, x_t, t, cond, null_cond, self.cfg.scale, self.cfg.form,
-                               self.cfg.rescale)
+        forward = autocast_forward(self.module, self._autocast)
+        return guided_velocity(forward, x_t, t, cond, null_cond, self.cfg.scale, self.cfg.form, self.cfg.rescale)
 
 
 def teacher_experts(bundle: ModelBundle) -> list[nn.Module]:
@@ -74,9 +119,10 @@ class FakeScore:
         else:
             assert self.boundary is not None, "ModelBundle guarantees a boundary for an MoE teacher"
             self.module = MoEVelocity(self.experts, self.boundary)
+        self._autocast = autocast_dtype_of(bundle)
 
     def __call__(self, x_t: Tensor, t: Tensor, cond: Conditioning | None) -> Tensor:
-        return self.module(x_t, t, cond)
+        return autocast_forward(self.module, self._autocast)(x_t, t, cond)
 
     @torch.no_grad()
     def reset_from_teacher(self) -> None:
@@ -147,6 +193,7 @@ class GeneratorExperts:
         self.source_of_expert = [0 if len(sources) == 1 or boundary is None else expert_index(t, boundary)
                                  for t in first_t]
         self._trainable: set[int] = set()
+        self._autocast = autocast_dtype_of(bundle)
         self.experts: list[nn.Module]
         if self.kind == "full":
             self.experts = [_freeze(copy.deepcopy(sources[src])).train() for src in self.source_of_expert]
@@ -170,9 +217,12 @@ class GeneratorExperts:
         for e, src in enumerate(self.source_of_expert):
             if src not in backbones:
                 backbones[src] = _freeze(copy.deepcopy(sources[src])).train()
+            # a meta backbone (dry run) gets meta adapters: nothing is allocated or initialised
+            on_meta = any(p.is_meta for p in backbones[src].parameters())
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-                inject_adapter_in_model(lora_cfg, backbones[src], adapter_name=self.adapter_name(e))
+                inject_adapter_in_model(lora_cfg, backbones[src], adapter_name=self.adapter_name(e),
+                                        low_cpu_mem_usage=on_meta)
             experts.append(_LoRAExpert(backbones[src], self.adapter_name(e), self._apply_trainable))
         return experts, [backbones[k] for k in sorted(backbones)]
 
@@ -213,7 +263,7 @@ class GeneratorExperts:
 
     # ---- calls and state
     def step_velocity(self, step: int, x: Tensor, t: Tensor, cond: Conditioning | None) -> Tensor:
-        return self.experts[self.expert_of_step[step]](x, t, cond)
+        return autocast_forward(self.experts[self.expert_of_step[step]], self._autocast)(x, t, cond)
 
     def expert_state(self, e: int) -> dict[str, Tensor]:
         return {n: p.detach().clone() for n, p in self._owned(e)} | (

@@ -7,7 +7,8 @@
 
 Between steps the student uses the transport it was trained with (Euler, or x̂_0 + fresh noise, which then
 needs `generator` for the fresh noise). With `use_ema`, a checkpoint's EMA weights replace the current
-expert's (earlier experts already hold their EMA weights since phase end).
+expert's (earlier experts already hold their EMA weights since phase end). On CUDA the bundle's
+`extras["autocast_dtype"]` applies to the experts' forwards as in training (outputs back in z's dtype).
 """
 
 from __future__ import annotations

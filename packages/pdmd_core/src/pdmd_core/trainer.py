@@ -1,8 +1,10 @@
 """The distillation trainer: DMD, DMD-full, SGTS and Phased DMD behind one loop.
 
 API:
-    trainer = Trainer(cfg: DistillConfig, bundle: ModelBundle, run_dir, hooks=[hook, ...])
+    trainer = Trainer(cfg: DistillConfig, bundle: ModelBundle, run_dir, hooks=[hook, ...],
+                      progress=True, grad_sync=None, rank=0)
     trainer.fit()                   # all phases; resumes from run_dir/checkpoints if a checkpoint exists
+    trainer.save()                  # also valid from inside a hook (a consistent point after an iteration)
     student = trainer.student()     # or Student.from_checkpoint(path, bundle) (pdmd_core.student)
     x0 = student.sample(z, cond)    # N-step (MoE) student at CFG 1
 
@@ -18,12 +20,30 @@ are copied into expert k, which is then frozen. Checkpoints (atomic, keep last K
 iterations and at each phase end hold roles, optimisers, EMA, RNG states, phase and step, so a resumed run
 equals an uninterrupted one (bit-identical on CPU). A non-finite loss or gradient raises NonFiniteError naming
 the role, phase and step before any optimiser step; checkpoints already on disk are kept.
+Checkpoint files: `run_dir/checkpoints/ckpt_<global step, 8 digits>.pt` (pdmd_core.checkpoint).
+
+Data-parallel training (one Trainer per rank; the caller owns the process group):
+- `grad_sync(params)` is called after every `backward()` and before gradient clipping and the optimiser step,
+  for the fake score (its trainable parameters) and the generator (the current expert's), e.g. an all-reduce
+  that averages `.grad` over ranks. Parameters without a gradient get a zero `.grad` first, so every rank
+  reduces the same tensors (as DDP does for unused parameters).
+- `rank` r seeds the trainer's generator (noise, prompts, re-noise t, exit steps) with `cfg.seed + 1000·r`;
+  r = 0 is the single-process behaviour. `cfg.batch_size` is the batch of one Trainer, i.e. per rank.
+  Weights are initialised from the global seed `cfg.seed` on every rank (identical replicas). A rank resuming
+  from a checkpoint written by another rank re-seeds its generator from (seed, rank, step) rather than
+  adopting the writer's stream (distinct streams; bit-identical resume holds for the writing rank).
+
+Model bundle extras the trainer reads (all optional): `autocast_dtype` (CUDA autocast of every model forward,
+see pdmd_core.roles), `sample_shape_sampler(generator) -> shape` (one sample shape per batch, drawn from the
+trainer's generator before the batch's prompts and noise, e.g. a resolution mixture; default
+`bundle.sample_shape`).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +60,8 @@ from pdmd_core.rollout import rollout
 from pdmd_core.schedules import renoise_interval, sample_renoise_time
 
 MetricHook = Callable[[int, int, dict[str, float]], None]
+GradSync = Callable[[list[nn.Parameter]], None]
+RANK_SEED_STRIDE = 1000
 CHECKPOINT_FORMAT = 1
 
 
@@ -69,15 +91,25 @@ def _adamw(params: list[nn.Parameter], lr: float, cfg: DistillConfig) -> torch.o
 
 class Trainer:
     def __init__(self, cfg: DistillConfig, bundle: ModelBundle, run_dir: str | Path,
-                 hooks: Sequence[MetricHook] = (), progress: bool = True) -> None:
+                 hooks: Sequence[MetricHook] = (), progress: bool = True, grad_sync: GradSync | None = None,
+                 rank: int = 0) -> None:
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+            raise ValueError(f"rank must be an int >= 0, got {rank!r}")
+        shape_sampler = bundle.extras.get("sample_shape_sampler")
+        if shape_sampler is not None and not callable(shape_sampler):
+            raise TypeError(f"bundle.extras['sample_shape_sampler'] must be callable fn(generator) -> shape, "
+                            f"got {type(shape_sampler).__name__}")
         self.cfg, self.bundle = cfg, bundle
         self.run_dir = Path(run_dir)
         self.hooks = list(hooks)
         self.progress = progress
+        self.grad_sync = grad_sync
+        self.rank = rank
+        self.shape_sampler: Callable[[torch.Generator], Sequence[int]] | None = shape_sampler
         self.device = torch.device(cfg.device)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # global stream (weight init, LoRA init): identical on every rank
         random.seed(cfg.seed)
-        self.rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.rng = torch.Generator(device=self.device).manual_seed(self.rank_seed)
         self.teacher = Teacher(bundle, cfg)
         self.fake = FakeScore(bundle, cfg)
         self.generator = GeneratorExperts(bundle, cfg)
@@ -124,13 +156,28 @@ class Trainer:
         self.generator.set_trainable([])
         self.phase_started = False
 
+    @property
+    def rank_seed(self) -> int:
+        """Seed of this rank's generator: cfg.seed + 1000·rank (rank 0: cfg.seed)."""
+        return self.cfg.seed + RANK_SEED_STRIDE * self.rank
+
     # ------------------------------------------------------------------ one iteration
-    def _noise(self, batch: int) -> Tensor:
-        return torch.randn((batch, *self.bundle.sample_shape), generator=self.rng, device=self.device)
+    def _noise(self, shape: Sequence[int]) -> Tensor:
+        return torch.randn(tuple(shape), generator=self.rng, device=self.device)
+
+    def _sample_shape(self) -> tuple[int, ...]:
+        """This batch's per-sample shape: the bundle's, or one draw of its sample_shape_sampler."""
+        if self.shape_sampler is None:
+            return tuple(self.bundle.sample_shape)
+        shape = tuple(self.shape_sampler(self.rng))
+        if not shape or not all(isinstance(d, Integral) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise ValueError(f"sample_shape_sampler returned {shape!r}; expected a non-empty tuple of ints > 0")
+        return tuple(int(d) for d in shape)
 
     def _rollout(self, grad: bool) -> tuple[Any, Any, Any]:
+        shape = self._sample_shape()
         cond, null = self.bundle.prompt_source.sample(self.cfg.batch_size, self.rng)
-        z = self._noise(self.cfg.batch_size)
+        z = self._noise((self.cfg.batch_size, *shape))
         res = rollout(self.generator, z, cond, self.cfg.method, self.phase, self.cfg.in_phase,
                       self.cfg.transport, self.rng, grad)
         return res, cond, null
@@ -146,13 +193,22 @@ class Trainer:
         if not torch.isfinite(torch.tensor(value)):
             raise NonFiniteError(role, quantity, self.phase, self.global_step + 1, value)
 
+    def _sync_grads(self, params: list[nn.Parameter]) -> None:
+        """Hand the role's gradients to `grad_sync` (after backward, before clipping and the step)."""
+        if self.grad_sync is None:
+            return
+        for p in params:
+            if p.grad is None:  # unused this batch here, maybe used on another rank
+                p.grad = torch.zeros_like(p)
+        self.grad_sync(params)
+
     def fake_update(self) -> tuple[float, float]:
         assert self.opt_fake is not None
         with torch.no_grad():
             res, cond, _ = self._rollout(grad=False)
         b = res.x_s.shape[0]
         t = self._renoise_t(b)
-        noise = self._noise(b)
+        noise = self._noise(res.x_s.shape)
         x_t = transition(res.x_s, res.s, expand_like(t, res.x_s), noise)
         pred = self.fake(x_t, t, cond)
         loss = fake_score_loss(pred, res.x_s, noise, res.s, t, self.cfg.fake_target, self.cfg.loss_clamp,
@@ -160,6 +216,7 @@ class Trainer:
         self._check(float(loss.detach()), "fake", "loss")
         self.opt_fake.zero_grad(set_to_none=True)
         loss.backward()
+        self._sync_grads(self.fake_params)
         norm = _grad_norm(self.fake_params, self.cfg.optim.grad_clip)
         self._check(norm, "fake", "gradient norm")
         self.opt_fake.step()
@@ -171,7 +228,7 @@ class Trainer:
         x_s, s = res.x_s, res.s
         b = x_s.shape[0]
         t = self._renoise_t(b, self.cfg.fixed_dmd_t)
-        noise = self._noise(b)
+        noise = self._noise(x_s.shape)
         with torch.no_grad():
             x_t = transition(x_s.detach(), s, expand_like(t, x_s), noise)
             v_real = self.teacher.velocity(x_t, t, cond, null)
@@ -186,6 +243,7 @@ class Trainer:
         self._check(float(loss.detach()), "generator", "loss")
         self.opt_gen.zero_grad(set_to_none=True)
         loss.backward()
+        self._sync_grads(self.gen_params)
         norm = _grad_norm(self.gen_params, self.cfg.optim.grad_clip)
         self._check(norm, "generator", "gradient norm")
         self.opt_gen.step()
@@ -251,6 +309,7 @@ class Trainer:
             "iter_in_phase": self.iter_in_phase,
             "global_step": self.global_step,
             "phase_started": self.phase_started,
+            "rank": self.rank,
             "generator": [self.generator.expert_state(e) for e in range(len(self.generator.experts))],
             "fake": self.fake.state_dict() if self.phase_started else None,
             "opt_generator": self.opt_gen.state_dict() if self.phase_started and self.opt_gen else None,
@@ -296,7 +355,10 @@ class Trainer:
             self.phase_started = False
         self.iter_in_phase = int(state["iter_in_phase"])
         rng = state["rng"]  # RNG states are CPU byte tensors whatever map_location did
-        self.rng.set_state(rng["trainer"].cpu())
+        if int(state.get("rank", 0)) == self.rank:
+            self.rng.set_state(rng["trainer"].cpu())
+        else:  # another rank's stream: continue with a distinct, reproducible one of our own
+            self.rng.manual_seed(resume_seed(self.rank_seed, self.global_step))
         torch.set_rng_state(rng["torch"].cpu())
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
@@ -341,6 +403,11 @@ def _training_mismatch(saved: DistillConfig, current: DistillConfig) -> str:
     # extending the budget of the last phase is fine; everything else must match
     diffs = [d for d in diffs if not d.startswith("iterations:")]
     return "; ".join(diffs)
+
+
+def resume_seed(rank_seed: int, global_step: int) -> int:
+    """Generator seed of a rank resuming from another rank's checkpoint at `global_step` (distinct per rank)."""
+    return (rank_seed * 1_000_003 + global_step) % (2**63)
 
 
 def dmd_norm_by_bin(g: Tensor, t: Tensor, bins: int) -> dict[str, float]:
