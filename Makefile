@@ -1,9 +1,11 @@
 # The two commands of the quick start are `make repro` and `make test`; each sets itself up first.
 VENV := .venv/bin
+# dvc.yaml's stage commands call `pdmd`: put the project's environment first on PATH for every target.
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONHASHSEED := 0
 
-.PHONY: setup repro test lint typecheck pytest ui clean-services
+.PHONY: setup repro test lint typecheck pytest ui smoke clean-services
 
 setup:
 	@bash scripts/setup.sh
@@ -27,3 +29,11 @@ test: setup lint typecheck pytest
 clean-services:
 	-$(VENV)/pdmd mlflow stop
 	-$(VENV)/pdmd cluster stop
+
+# MLflow UI on the project's tracking store (local sqlite store unless tracking_uri / MLFLOW_TRACKING_URI say otherwise)
+ui: setup
+	$(VENV)/pdmd mlflow ui
+
+# `dvc repro` of the smoke preset in a fresh temporary git + DVC repository (the project's dvc.lock is untouched)
+smoke: setup
+	$(VENV)/pdmd pipeline sandbox --preset experiments/presets/smoke.yaml

@@ -8,7 +8,8 @@ Engine modules (each starts with a docstring describing its API):
   models.mlp (model kind `mlp`), models.moe (two-expert MoE by t);
 - roles (Teacher, FakeScore, GeneratorExperts full/LoRA, EMA), trainer (Trainer, NonFiniteError),
   checkpoint (atomic checkpoints), student (Student sampler), dry_run, bench_step, engine_commands
-  (`pdmd train`, `pdmd bench step`).
+  (`pdmd train`, `pdmd bench step`);
+- reliability (fault injection and `pdmd reliability report` → reports/reliability.md).
 """
 
 __version__ = "0.1.0"

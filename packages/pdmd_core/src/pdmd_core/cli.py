@@ -18,6 +18,10 @@ from pdmd_core import __version__
 CORE_COMMAND_MODULES = [
     "pdmd_core.engine_commands",
     "pdmd_core.infra.commands",
+    "pdmd_core.pipeline.commands",
+    "pdmd_core.realscale.commands",
+    "pdmd_core.cpu_tier.commands",
+    "pdmd_core.reliability.commands",
 ]
 
 app = typer.Typer(

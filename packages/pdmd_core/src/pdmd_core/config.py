@@ -4,6 +4,8 @@ API:
 - `DistillConfig`: the whole run. Every model forbids unknown keys, so a typo fails with the key's name.
 - `load_config(path, overrides=None) -> DistillConfig`: read YAML, deep-merge `overrides` (nested dict, or
   dotted keys such as {"optim.lr_fake": 1e-5}), validate.
+- `non_finite: {policy: stop | skip, max_skipped}`: what a NaN/Inf loss or gradient does (pdmd_core.trainer);
+  default stop. Resume-insensitive, like `checkpoint`, `device` and `model`.
 - `DistillConfig.timestep_schedule()` -> t_0 = 1 > ... > t_N = 0; `.phase_step_bounds()` -> step indices
   [0, b_1, ..., N] of the K phases (K = 1 for dmd / dmd_full / sgts); `.iterations_for_phase(k)`.
 
@@ -87,6 +89,15 @@ class OptimSpec(_Strict):
         return v
 
 
+class NonFiniteSpec(_Strict):
+    """What a NaN/Inf loss or gradient does: stop the run (default) or skip that update and count it."""
+
+    policy: Literal["stop", "skip"] = Field(
+        "stop", description="stop: raise NonFiniteError naming role, phase and step; skip: drop the update")
+    max_skipped: int = Field(
+        10, ge=0, description="policy skip: stop once more than this many updates were skipped in the run")
+
+
 class CheckpointSpec(_Strict):
     every: int = Field(100, ge=1, description="generator iterations between checkpoints (and at phase ends)")
     keep_last: int = Field(3, ge=1, description="checkpoints kept on disk")
@@ -154,6 +165,7 @@ class DistillConfig(_Strict):
     seed: int = 0
     device: str = "cpu"
     checkpoint: CheckpointSpec = Field(default_factory=lambda: CheckpointSpec.model_validate({}))
+    non_finite: NonFiniteSpec = Field(default_factory=lambda: NonFiniteSpec.model_validate({}))
     dmd_t_bins: int = Field(4, ge=1, description="t-bins for the per-bin DMD-gradient-norm metric")
     model: ModelSpec | None = Field(None, description="model bundle: {kind: NAME, ...builder params}")
 

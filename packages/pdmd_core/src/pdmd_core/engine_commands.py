@@ -1,4 +1,11 @@
-"""CLI of the distillation engine: `pdmd train CONFIG` and `pdmd bench step`."""
+"""CLI of the distillation engine: `pdmd train CONFIG` and `pdmd bench step`.
+
+`pdmd train` rejects a bad run before writing anything (exit 2, one message naming the field, the value and what
+is allowed): config validation, building the model (a missing teacher/weights path is named as `model.<param>`),
+the trainer's phase checks (e.g. `fixed_dmd_t` outside a phase's re-noise interval) and, when the run dir holds a
+checkpoint, that checkpoint's config must match. Only then are the run dir, config.yaml and metrics.jsonl written.
+A run stopped by the non-finite guard exits 3 with the guard's message (role, phase, step); its checkpoints stay.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +26,19 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
             raise typer.BadParameter(f"--set expects KEY=VALUE, got '{item}'")
         out[key.strip()] = yaml.safe_load(value)
     return out
+
+
+def _build_bundle(cfg: Any) -> Any:
+    """The config's model bundle; a builder's error names the `model.<param>` whose path or value it rejects."""
+    from pdmd_core.models.registry import build_model
+
+    kind, params = cfg.model.kind, cfg.model.params
+    try:
+        return build_model(kind, params, cfg.device)
+    except (ValueError, TypeError, OSError) as err:
+        culprits = [f"model.{k} = {v!r}" for k, v in params.items() if isinstance(v, str) and v and v in str(err)]
+        where = culprits[0] if culprits else f"model.kind = {kind!r}"
+        raise type(err)(f"{where}: {err}") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -54,14 +74,19 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(2) from None
             typer.echo(json.dumps(describe_run(cfg, meta_bundle), indent=2, default=str))
             return
-        from pdmd_core.models.registry import build_model
-
-        bundle = build_model(cfg.model.kind, cfg.model.params, cfg.device)
         import yaml
 
         from pdmd_core.trainer import Trainer
 
         folder = run_dir or Path("runs") / config.stem
+        # everything that can reject the run happens before the first write: building the model (missing
+        # weights/teacher paths), the trainer's phase checks and a resume checkpoint's config
+        try:
+            trainer = Trainer(cfg, _build_bundle(cfg), folder)
+            trainer.resume()
+        except (ValueError, TypeError, OSError) as err:
+            typer.echo(f"invalid config {config}: {err}", err=True)
+            raise typer.Exit(2) from None
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         log = (folder / "metrics.jsonl").open("a")
@@ -70,8 +95,14 @@ def register(app: typer.Typer) -> None:
             log.write(json.dumps({"step": step, "phase": phase, **metrics}) + "\n")
             log.flush()
 
+        trainer.hooks.append(write_metrics)
+        from pdmd_core.trainer import NonFiniteError
+
         try:
-            Trainer(cfg, bundle, folder, hooks=[write_metrics]).fit()
+            trainer.fit()
+        except NonFiniteError as err:  # the message names role, phase and step; checkpoints on disk are good
+            typer.echo(f"stopped: {err}; resume from {trainer.checkpoint_dir} after fixing the cause", err=True)
+            raise typer.Exit(3) from None
         finally:
             log.close()
         typer.echo(f"done: {folder}")

@@ -35,6 +35,7 @@ from pdmd_core.guidance import guided_velocity
 from pdmd_core.models.moe import MoEVelocity, expert_index
 from pdmd_core.models.registry import ModelBundle
 from pdmd_core.protocols import Conditioning, VelocityModel
+from pdmd_core.role_sharding import copy_into, shard_state_like
 from pdmd_core.schedules import phase_of_step
 
 
@@ -149,7 +150,7 @@ class FakeScore:
 
     def load_state_dict(self, states: list[dict[str, Tensor]]) -> None:
         for m, sd in zip(self.experts, states, strict=True):
-            m.load_state_dict(sd)
+            m.load_state_dict(shard_state_like(sd, m.state_dict()))  # unchanged unless m is sharded
 
 
 class _LoRAExpert(nn.Module):
@@ -278,7 +279,7 @@ class GeneratorExperts:
             if name.startswith("buffer:"):
                 buffers[name[len("buffer:"):]].copy_(value)
             elif name in owned:
-                owned[name].copy_(value)
+                copy_into(owned[name], value)  # a DTensor parameter takes a full tensor or its shard
             else:
                 raise KeyError(f"checkpoint holds '{name}', which expert {e} does not have")
 
@@ -310,4 +311,4 @@ class EMA:
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         for n in self.shadow:
-            self.shadow[n].copy_(state[n])
+            copy_into(self.shadow[n], state[n])

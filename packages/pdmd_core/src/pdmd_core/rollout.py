@@ -1,6 +1,7 @@
 """Backward simulation of the student for one training sample batch (method-specific gradient routing).
 
-`rollout(gen, z, cond, method, phase, in_phase, transport, rng, grad) -> RolloutResult(x_s, s, x0_gen, exit)`:
+`rollout(gen, z, cond, method, phase, in_phase, transport, rng, grad, exit_rng=None) -> RolloutResult(x_s, s,
+x0_gen, exit)` (SGTS exit steps come from `exit_rng` when given, else from `rng`):
 - dmd / dmd_full: all N steps (with grad when `grad`), output x_0 (s = 0).
 - sgts: exit step j ~ U{1..N}; steps before j without grad; step j (with grad) jumps to t = 0 → x̂_0.
 - phased: steps of earlier phases without grad (frozen experts); the steps of phase k with grad
@@ -51,7 +52,8 @@ def exit_step_draw(first: int, last: int, rng: torch.Generator) -> int:
 
 
 def rollout(gen: GeneratorExperts, z: Tensor, cond: Conditioning | None, method: str, phase: int,
-            in_phase: str, transport: str, rng: torch.Generator, grad: bool) -> RolloutResult:
+            in_phase: str, transport: str, rng: torch.Generator, grad: bool,
+            exit_rng: torch.Generator | None = None) -> RolloutResult:
     ts, bounds = gen.timesteps, gen.bounds
     first, end = bounds[phase], bounds[phase + 1]
     s = float(ts[end])
@@ -60,7 +62,8 @@ def rollout(gen: GeneratorExperts, z: Tensor, cond: Conditioning | None, method:
         for i in range(first):
             x, _ = _step(gen, i, x, ts[i + 1], cond, transport, rng)
     truncated = method == "sgts" or (method == "phased" and in_phase == "sgts")
-    exit_step = exit_step_draw(first, end - 1, rng) if truncated else end - 1
+    # exit_rng: a generator shared by all ranks when the experts are sharded (same calls on every rank)
+    exit_step = exit_step_draw(first, end - 1, rng if exit_rng is None else exit_rng) if truncated else end - 1
     x0 = x
     for i in range(first, exit_step + 1):
         is_exit = i == exit_step

@@ -19,7 +19,13 @@ Phase start: fake ← teacher, new AdamW optimisers for expert k and the fake. P
 are copied into expert k, which is then frozen. Checkpoints (atomic, keep last K) every `checkpoint.every`
 iterations and at each phase end hold roles, optimisers, EMA, RNG states, phase and step, so a resumed run
 equals an uninterrupted one (bit-identical on CPU). A non-finite loss or gradient raises NonFiniteError naming
-the role, phase and step before any optimiser step; checkpoints already on disk are kept.
+the role, phase and step before any optimiser step; checkpoints already on disk are kept, and a checkpoint is
+never written with non-finite weights. With `non_finite.policy: skip` (off by default) such an update is dropped
+instead (no optimiser or EMA step), counted in the metric `non_finite_skipped` and in checkpoints, and the run
+still stops with NonFiniteError once more than `non_finite.max_skipped` updates were dropped; a role whose
+updates were all dropped in an iteration reports NaN loss and gradient norm for it. With several ranks (grad_sync
+or sharded roles) every rank drops the same update (see `_backward`).
+Bad re-noise intervals or a `fixed_dmd_t` outside a phase's interval fail in the constructor, before any write.
 Checkpoint files: `run_dir/checkpoints/ckpt_<global step, 8 digits>.pt` (pdmd_core.checkpoint).
 
 Data-parallel training (one Trainer per rank; the caller owns the process group):
@@ -32,6 +38,12 @@ Data-parallel training (one Trainer per rank; the caller owns the process group)
   Weights are initialised from the global seed `cfg.seed` on every rank (identical replicas). A rank resuming
   from a checkpoint written by another rank re-seeds its generator from (seed, rank, step) rather than
   adopting the writer's stream (distinct streams; bit-identical resume holds for the writing rank).
+- `wrap_module(role, module) -> module` (e.g. FSDP2 `fully_shard`, realscale.distributed.fsdp2_role_wrapper)
+  is applied to every role module after the roles are built and before the optimisers; roles "teacher/<i>",
+  "fake/<i>", "generator/<k>" (full experts) or "generator_backbone/<i>" (LoRA). With sharded (DTensor)
+  parameters pass `grad_sync=None` (FSDP reduces gradients itself); MoE routing and SGTS exit steps are then
+  kept identical across ranks, and checkpoints hold full tensors on rank 0 and each other rank's own shards
+  (pdmd_core.role_sharding); a sharded run resumes with the same number of ranks.
 
 Model bundle extras the trainer reads (all optional): `autocast_dtype` (CUDA autocast of every model forward,
 see pdmd_core.roles), `sample_shape_sampler(generator) -> shape` (one sample shape per batch, drawn from the
@@ -41,6 +53,8 @@ trainer's generator before the batch's prompts and noise, e.g. a resolution mixt
 
 from __future__ import annotations
 
+import logging
+import math
 import random
 from collections.abc import Callable, Sequence
 from numbers import Integral
@@ -50,11 +64,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pdmd_core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from pdmd_core.checkpoint import latest_checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from pdmd_core.config import DistillConfig
 from pdmd_core.dmd import dmd_gradient_normalized, dmd_gradient_weighted, fake_score_loss, surrogate_loss
 from pdmd_core.flow import expand_like, transition, velocity_to_x0
 from pdmd_core.models.registry import ModelBundle
+from pdmd_core.role_sharding import (
+    WrapModule,
+    gather_for_checkpoint,
+    has_sharded_parameters,
+    shard_optimizer_state,
+    shared_draw_seed,
+    wrap_roles,
+)
 from pdmd_core.roles import EMA, FakeScore, GeneratorExperts, Teacher, boundary_of, count_parameters
 from pdmd_core.rollout import rollout
 from pdmd_core.schedules import renoise_interval, sample_renoise_time
@@ -63,13 +85,17 @@ MetricHook = Callable[[int, int, dict[str, float]], None]
 GradSync = Callable[[list[nn.Parameter]], None]
 RANK_SEED_STRIDE = 1000
 CHECKPOINT_FORMAT = 1
+_log = logging.getLogger(__name__)
 
 
 class NonFiniteError(RuntimeError):
-    def __init__(self, role: str, quantity: str, phase: int, step: int, value: float) -> None:
+    def __init__(self, role: str, quantity: str, phase: int, step: int, value: float,
+                 skipped: int | None = None, max_skipped: int | None = None) -> None:
+        budget = "" if skipped is None else f" after skipping {skipped} non-finite updates (max_skipped={max_skipped})"
         super().__init__(f"non-finite {quantity} ({value}) for role '{role}' in phase {phase} at generator "
-                         f"step {step}; stopping (last good checkpoint kept)")
+                         f"step {step}{budget}; stopping (last good checkpoint kept)")
         self.role, self.quantity, self.phase, self.step = role, quantity, phase, step
+        self.skipped = skipped
 
 
 def _grad_norm(params: Sequence[nn.Parameter], clip: float | None) -> float:
@@ -92,7 +118,7 @@ def _adamw(params: list[nn.Parameter], lr: float, cfg: DistillConfig) -> torch.o
 class Trainer:
     def __init__(self, cfg: DistillConfig, bundle: ModelBundle, run_dir: str | Path,
                  hooks: Sequence[MetricHook] = (), progress: bool = True, grad_sync: GradSync | None = None,
-                 rank: int = 0) -> None:
+                 rank: int = 0, wrap_module: WrapModule | None = None) -> None:
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
             raise ValueError(f"rank must be an int >= 0, got {rank!r}")
         shape_sampler = bundle.extras.get("sample_shape_sampler")
@@ -113,6 +139,11 @@ class Trainer:
         self.teacher = Teacher(bundle, cfg)
         self.fake = FakeScore(bundle, cfg)
         self.generator = GeneratorExperts(bundle, cfg)
+        if wrap_module is not None:  # e.g. FSDP2: after the deep copies, before any optimiser
+            wrap_roles(self.teacher, self.fake, self.generator, wrap_module)
+        self.sharded = has_sharded_parameters([*self.fake.experts, *self.generator.experts,
+                                               *self.generator.backbones])
+        self._shared_draws = (-1, 0)  # (global step, draws taken) of the rank-shared SGTS exit generator
         self.timesteps = self.generator.timesteps
         self.bounds = self.generator.bounds
         self.boundary = boundary_of(bundle, cfg)
@@ -123,6 +154,10 @@ class Trainer:
         self.opt_gen: torch.optim.AdamW | None = None
         self.opt_fake: torch.optim.AdamW | None = None
         self.ema: EMA | None = None
+        self.resumed = False  # resume() ran (fit() then does not load the checkpoint again)
+        self.non_finite_skipped = 0  # updates dropped by the `skip` policy over the whole run (checkpointed)
+        for phase in range(cfg.num_phases):  # bad intervals / fixed_dmd_t fail here, before anything is written
+            self.check_phase(phase)
 
     # ------------------------------------------------------------------ phases
     def phase_interval(self, phase: int) -> tuple[float, float]:
@@ -131,15 +166,20 @@ class Trainer:
         return renoise_interval(start_t, end_t, self.cfg.renoise_interval == "nested", self.boundary,
                                 self.cfg.moe_boundary_clamp)
 
+    def check_phase(self, phase: int) -> tuple[float, float]:
+        """The phase's re-noise interval; ValueError if it is empty or `fixed_dmd_t` lies outside it."""
+        lo, hi = self.phase_interval(phase)
+        fixed = self.cfg.fixed_dmd_t
+        if fixed is not None and not lo < fixed <= hi:
+            raise ValueError(f"fixed_dmd_t={fixed} lies outside phase {phase}'s re-noise interval ({lo}, {hi}]")
+        return lo, hi
+
     def begin_phase(self, phase: int) -> None:
         self.phase = phase
         self.fake.reset_from_teacher()
         trained = self.generator.experts_for_phase(phase, self.cfg.method)
         self.generator.set_trainable(trained)
-        lo, hi = self.phase_interval(phase)
-        fixed = self.cfg.fixed_dmd_t
-        if fixed is not None and not lo < fixed <= hi:
-            raise ValueError(f"fixed_dmd_t={fixed} lies outside phase {phase}'s re-noise interval ({lo}, {hi}]")
+        lo, hi = self.check_phase(phase)
         self.fake_params = self.fake.parameters_for(lo, hi)
         self.gen_params = self.generator.trainable_parameters()
         self.opt_fake = _adamw(self.fake_params, self.cfg.optim.lr_fake, self.cfg)
@@ -179,8 +219,18 @@ class Trainer:
         cond, null = self.bundle.prompt_source.sample(self.cfg.batch_size, self.rng)
         z = self._noise((self.cfg.batch_size, *shape))
         res = rollout(self.generator, z, cond, self.cfg.method, self.phase, self.cfg.in_phase,
-                      self.cfg.transport, self.rng, grad)
+                      self.cfg.transport, self.rng, grad, exit_rng=self._shared_exit_rng())
         return res, cond, null
+
+    def _shared_exit_rng(self) -> torch.Generator | None:
+        """Sharded roles: SGTS exit steps from a generator all ranks share (every rank makes the same expert
+        calls; one exit step per global batch). Seeded from (seed, step, draw): nothing to checkpoint."""
+        if not self.sharded:
+            return None
+        step, draws = self._shared_draws
+        draws = draws + 1 if step == self.global_step else 1
+        self._shared_draws = (self.global_step, draws)
+        return torch.Generator(device=self.device).manual_seed(shared_draw_seed(self.cfg.seed, self.global_step, draws))
 
     def _renoise_t(self, batch: int, fixed: float | None = None) -> Tensor:
         if fixed is not None:
@@ -189,20 +239,55 @@ class Trainer:
         return sample_renoise_time(batch, lo, hi, self.cfg.shift, self.cfg.renoise_t_range, self.rng,
                                    self.device)
 
-    def _check(self, value: float, role: str, quantity: str) -> None:
-        if not torch.isfinite(torch.tensor(value)):
-            raise NonFiniteError(role, quantity, self.phase, self.global_step + 1, value)
+    def _finite(self, value: float, role: str, quantity: str) -> bool:
+        """True if finite. Otherwise policy `stop` raises; `skip` counts the dropped update (raising past
+        `max_skipped`) and returns False so the caller drops its gradients without an optimiser step."""
+        if math.isfinite(value):
+            return True
+        guard = self.cfg.non_finite
+        step = self.global_step + 1
+        if guard.policy == "stop":
+            raise NonFiniteError(role, quantity, self.phase, step, value)
+        if self.non_finite_skipped >= guard.max_skipped:
+            raise NonFiniteError(role, quantity, self.phase, step, value, self.non_finite_skipped, guard.max_skipped)
+        self.non_finite_skipped += 1
+        _log.warning("skipped a non-finite %s (%s) of role '%s' in phase %d at generator step %d (%d/%d skipped)",
+                     quantity, value, role, self.phase, step, self.non_finite_skipped, guard.max_skipped)
+        return False
+
+    def _backward(self, loss: Tensor, params: list[nn.Parameter], role: str) -> float | None:
+        """backward, grad_sync and clipping with the non-finite guard; the gradient norm, or None if skipped.
+
+        Multi-rank runs (a `grad_sync`, or sharded roles whose backward and norm are collectives): with policy
+        skip a rank whose loss is non-finite still runs backward, on `loss · NaN`, so its gradients are NaN, the
+        reduced gradients and norm are NaN on every rank, and all ranks drop the same update; no rank is left
+        waiting in a collective alone."""
+        value = float(loss.detach())
+        collective = self.grad_sync is not None or self.sharded
+        if not math.isfinite(value) and (not collective or self.cfg.non_finite.policy == "stop"):
+            self._finite(value, role, "loss")  # raises, or counts the skip
+            return None
+        (loss if math.isfinite(value) else loss * float("nan")).backward()
+        self._sync_grads(params)
+        norm = _grad_norm(params, self.cfg.optim.grad_clip)
+        if math.isfinite(value):
+            return norm if self._finite(norm, role, "gradient norm") else None
+        self._finite(value, role, "loss")
+        return None
 
     def _sync_grads(self, params: list[nn.Parameter]) -> None:
-        """Hand the role's gradients to `grad_sync` (after backward, before clipping and the step)."""
-        if self.grad_sync is None:
+        """Hand the role's gradients to `grad_sync` (after backward, before clipping and the step). Sharded
+        roles (FSDP reduced them in backward) get the same zero gradients, so both train alike."""
+        if self.grad_sync is None and not self.sharded:
             return
         for p in params:
             if p.grad is None:  # unused this batch here, maybe used on another rank
                 p.grad = torch.zeros_like(p)
-        self.grad_sync(params)
+        if self.grad_sync is not None:
+            self.grad_sync(params)
 
-    def fake_update(self) -> tuple[float, float]:
+    def fake_update(self) -> tuple[float, float] | None:
+        """One critic update; None when the `skip` policy dropped it (non-finite loss or gradient)."""
         assert self.opt_fake is not None
         with torch.no_grad():
             res, cond, _ = self._rollout(grad=False)
@@ -213,12 +298,11 @@ class Trainer:
         pred = self.fake(x_t, t, cond)
         loss = fake_score_loss(pred, res.x_s, noise, res.s, t, self.cfg.fake_target, self.cfg.loss_clamp,
                                self.cfg.clamp_last_phase)
-        self._check(float(loss.detach()), "fake", "loss")
         self.opt_fake.zero_grad(set_to_none=True)
-        loss.backward()
-        self._sync_grads(self.fake_params)
-        norm = _grad_norm(self.fake_params, self.cfg.optim.grad_clip)
-        self._check(norm, "fake", "gradient norm")
+        norm = self._backward(loss, self.fake_params, "fake")
+        if norm is None:
+            self.opt_fake.zero_grad(set_to_none=True)
+            return None
         self.opt_fake.step()
         return float(loss.detach()), norm
 
@@ -240,15 +324,15 @@ class Trainer:
             te = expand_like(t, x_t)
             x0_gap = float((velocity_to_x0(x_t, v_fake, te) - velocity_to_x0(x_t, v_real, te)).abs().mean())
         loss = surrogate_loss(x_s, g)
-        self._check(float(loss.detach()), "generator", "loss")
         self.opt_gen.zero_grad(set_to_none=True)
-        loss.backward()
-        self._sync_grads(self.gen_params)
-        norm = _grad_norm(self.gen_params, self.cfg.optim.grad_clip)
-        self._check(norm, "generator", "gradient norm")
-        self.opt_gen.step()
-        if self.ema is not None:
-            self.ema.update()
+        checked = self._backward(loss, self.gen_params, "generator")
+        norm = float("nan") if checked is None else checked
+        if checked is not None:
+            self.opt_gen.step()
+            if self.ema is not None:
+                self.ema.update()
+        else:  # skipped: no step, no EMA update, no stale gradients
+            self.opt_gen.zero_grad(set_to_none=True)
         metrics = {"generator_loss": float(loss.detach()), "generator_grad_norm": norm, "x0_gap": x0_gap,
                    "t_mean": float(t.mean()), "exit_step": float(res.exit_step), "s": s}
         metrics.update(dmd_norm_by_bin(g, t, self.cfg.dmd_t_bins))
@@ -257,19 +341,24 @@ class Trainer:
     def train_iteration(self) -> dict[str, float]:
         fake_losses, fake_norms = [], []
         for _ in range(self.cfg.ttur_ratio):
-            loss, norm = self.fake_update()
-            fake_losses.append(loss)
-            fake_norms.append(norm)
-        metrics = {"fake_loss": sum(fake_losses) / len(fake_losses),
-                   "fake_grad_norm": sum(fake_norms) / len(fake_norms)}
+            done = self.fake_update()
+            if done is not None:
+                fake_losses.append(done[0])
+                fake_norms.append(done[1])
+        # averages over the updates taken; NaN when the skip policy dropped all of them
+        metrics = {"fake_loss": sum(fake_losses) / len(fake_losses) if fake_losses else float("nan"),
+                   "fake_grad_norm": sum(fake_norms) / len(fake_norms) if fake_norms else float("nan")}
         metrics.update(self.generator_update())
+        if self.cfg.non_finite.policy == "skip":
+            metrics["non_finite_skipped"] = float(self.non_finite_skipped)
         return metrics
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> None:
         from tqdm.auto import tqdm
 
-        self.resume()
+        if not self.resumed:
+            self.resume()
         total = sum(self.cfg.iterations_for_phase(k) for k in range(self.cfg.num_phases))
         bar = tqdm(total=total, initial=self.global_step, disable=not self.progress, desc="distill",
                    dynamic_ncols=True)
@@ -310,6 +399,7 @@ class Trainer:
             "global_step": self.global_step,
             "phase_started": self.phase_started,
             "rank": self.rank,
+            "non_finite_skipped": self.non_finite_skipped,
             "generator": [self.generator.expert_state(e) for e in range(len(self.generator.experts))],
             "fake": self.fake.state_dict() if self.phase_started else None,
             "opt_generator": self.opt_gen.state_dict() if self.phase_started and self.opt_gen else None,
@@ -329,8 +419,11 @@ class Trainer:
 
     def save(self) -> Path:
         self._check_weights()
-        return save_checkpoint(self.checkpoint_dir, self.global_step, self.state_dict(),
-                               self.cfg.checkpoint.keep_last)
+        remove_stale_temporaries(self.checkpoint_dir)  # a killed earlier write left only a temp file
+        state = self.state_dict()
+        if self.sharded:  # rank 0: full tensors, other ranks: their shards (pdmd_core.role_sharding)
+            state = gather_for_checkpoint(state)
+        return save_checkpoint(self.checkpoint_dir, self.global_step, state, self.cfg.checkpoint.keep_last)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
@@ -343,12 +436,15 @@ class Trainer:
             self.generator.load_expert_state(e, sd)
         self.phase = int(state["phase"])
         self.global_step = int(state["global_step"])
+        self.non_finite_skipped = int(state.get("non_finite_skipped", 0))
         if state["phase_started"]:
             self.begin_phase(self.phase)
             self.fake.load_state_dict(state["fake"])
             assert self.opt_gen is not None and self.opt_fake is not None
             self.opt_gen.load_state_dict(state["opt_generator"])
             self.opt_fake.load_state_dict(state["opt_fake"])
+            shard_optimizer_state(self.opt_gen)  # no-op for unsharded parameters
+            shard_optimizer_state(self.opt_fake)
             if self.ema is not None:
                 self.ema.load_state_dict(state["ema"])
         else:
@@ -365,10 +461,12 @@ class Trainer:
         random.setstate(rng["python"])
 
     def resume(self) -> Path | None:
-        """Load the latest checkpoint of run_dir if there is one; returns its path."""
+        """Load the latest checkpoint of run_dir if there is one; returns its path. Writes nothing: temp files
+        of a checkpoint write that was killed are never read (and are removed by the next save)."""
         path = latest_checkpoint(self.checkpoint_dir)
         if path is not None:
             self.load_state_dict(load_checkpoint(path, self.device))
+        self.resumed = True
         return path
 
     # ------------------------------------------------------------------ outputs
@@ -394,7 +492,7 @@ class Trainer:
         }
 
 
-_RESUME_INSENSITIVE = {"checkpoint", "device", "model"}
+_RESUME_INSENSITIVE = {"checkpoint", "device", "model", "non_finite"}
 
 
 def _training_mismatch(saved: DistillConfig, current: DistillConfig) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -21,7 +22,7 @@ def register(app: typer.Typer) -> None:
         """Versions, device, threads, and whether SLURM and an MLflow server are reachable."""
         from pdmd_core.infra.envinfo import collect
 
-        info = collect()
+        info: dict[str, Any] = collect()
         if as_json:
             typer.echo(json.dumps(info, indent=2))
             return
@@ -30,11 +31,11 @@ def register(app: typer.Typer) -> None:
 
         table = Table(title="pdmd environment", show_header=False)
         table.add_row("python", str(info["python"]))
-        for name, ver in info["packages"].items():  # type: ignore[union-attr]
+        for name, ver in info["packages"].items():
             table.add_row(name, ver)
-        for key, val in info["compute"].items():  # type: ignore[union-attr]
+        for key, val in info["compute"].items():
             table.add_row(key, str(val))
-        for name, state in info["services"].items():  # type: ignore[union-attr]
+        for name, state in info["services"].items():
             table.add_row(name, ", ".join(f"{k}={v}" for k, v in state.items()))
         Console().print(table)
 

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from pdmd_core.infra.processes import pid_alive, read_pid, terminate, wait_for
@@ -250,7 +251,7 @@ def start(timeout: float = 120.0) -> list[str]:
             if _running(daemon):
                 continue
             STARTERS[daemon.name]()
-            if not wait_for(lambda d=daemon: _running(d), 30):
+            if not wait_for(partial(_running, daemon), 30):
                 raise ClusterError(f"{daemon.name} did not start; see the logs under {LOG_DIR}")
             started.append(daemon.name)
             _record(sorted(set(_recorded()) | set(started)))

@@ -1,0 +1,130 @@
+"""Teacher quality checks against the issue's bars, using pdmd_eval's metrics.
+
+Bars: toy1d endpoint W1 to the data ≤ 0.05; mog2d ≥ 24 of 25 modes covered; digits classifier accuracy ≥ 0.95
+and FD ≤ 3× the real-vs-real FD; moving_digits mean optical-flow magnitude within 10 % of the real clips'.
+Each check returns the measured numbers, the bar and whether it passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pdmd_core.cpu_tier.config import BenchmarkConfig
+from pdmd_core.cpu_tier.data.base import LabelledData
+from pdmd_core.cpu_tier.generate import sample_prompts
+from pdmd_core.protocols import PromptEncoder
+
+TOY1D_MAX_W1 = 0.05
+MOG2D_MIN_MODES = 24
+DIGITS_MIN_ACCURACY = 0.95
+DIGITS_MAX_FD_RATIO = 3.0
+MOVING_MAX_SPEED_ERROR = 0.10
+
+
+@dataclass
+class QualityReport:
+    metrics: dict[str, float]
+    bar: dict[str, Any]
+    passed: bool
+    samples: Tensor | None = field(default=None, repr=False)
+    labels: Tensor | None = field(default=None, repr=False)
+
+
+def _sample(model: nn.Module, encoder: PromptEncoder, data: LabelledData, labels: Tensor,
+            config: BenchmarkConfig) -> Tensor:
+    q = config.quality
+    return sample_prompts(model, encoder, data.prompts, labels, data.sample_shape, q.steps, q.cfg_scale, q.seed)
+
+
+def check_toy1d(model: nn.Module, encoder: PromptEncoder, data: LabelledData,
+                config: BenchmarkConfig) -> QualityReport:
+    from scipy.stats import wasserstein_distance
+
+    labels = torch.zeros(config.quality.num_samples, dtype=torch.long)
+    samples = _sample(model, encoder, data, labels, config)
+    w1 = float(wasserstein_distance(samples[:, 0].numpy(), data.test.x[:, 0].numpy()))
+    return QualityReport({"w1_to_data": w1}, {"w1_to_data_max": TOY1D_MAX_W1}, w1 <= TOY1D_MAX_W1,
+                         samples, labels)
+
+
+def check_mog2d(model: nn.Module, encoder: PromptEncoder, data: LabelledData,
+                config: BenchmarkConfig) -> QualityReport:
+    from pdmd_eval import modes
+
+    n = config.quality.num_samples
+    labels = torch.arange(n) % len(data.prompts)
+    samples = _sample(model, encoder, data, labels, config)
+    points, ids = samples.numpy(), labels.numpy()
+    mixture = modes.mixture_from_extras(data.meta)
+    covered = sum(modes.modes_covered(points[ids == p], p, mixture) * len(mixture.modes_of(p))
+                  for p in range(len(data.prompts)))
+    metrics = {
+        "modes_covered": float(round(covered)),
+        "modes_total": float(len(mixture.centers)),
+        "mode_balance": float(np.mean([modes.mode_balance(points[ids == p], p, mixture)
+                                       for p in range(len(data.prompts))])),
+        "near_mode": float(modes.near_mode(points, mixture).mean()),
+        "mode_adherence": float(modes.mode_adherence(points, list(ids), mixture).mean()),
+    }
+    return QualityReport(metrics, {"modes_covered_min": MOG2D_MIN_MODES},
+                         metrics["modes_covered"] >= MOG2D_MIN_MODES, samples, labels)
+
+
+@torch.no_grad()
+def _features_logits(net: nn.Module, x_unit: Tensor, batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    feats, logits = zip(*(net(x_unit[i:i + batch]) for i in range(0, len(x_unit), batch)), strict=True)
+    return torch.cat(feats).numpy(), torch.cat(logits).numpy()
+
+
+def check_digits(model: nn.Module, encoder: PromptEncoder, data: LabelledData, config: BenchmarkConfig,
+                 feature_net: nn.Module) -> QualityReport:
+    """FD and accuracy in the feature net's space; generated and real sets have the train split's size and
+    class make-up, and both are compared with the held-out test split."""
+    from pdmd_eval.fidelity import frechet_distance
+
+    labels = data.train.labels
+    samples = _sample(model, encoder, data, labels, config)
+    gen_feats, gen_logits = _features_logits(feature_net, data.to_unit(samples))
+    train_feats, _ = _features_logits(feature_net, data.to_unit(data.train.x))
+    test_feats, _ = _features_logits(feature_net, data.to_unit(data.test.x))
+    fd = frechet_distance(gen_feats, test_feats)
+    fd_real = frechet_distance(train_feats, test_feats)
+    acc = float((gen_logits.argmax(axis=1) == labels.numpy()).mean())
+    metrics = {"accuracy": acc, "fd": fd, "fd_real_vs_real": fd_real, "fd_ratio": fd / fd_real}
+    passed = acc >= DIGITS_MIN_ACCURACY and fd <= DIGITS_MAX_FD_RATIO * fd_real
+    return QualityReport(metrics, {"accuracy_min": DIGITS_MIN_ACCURACY, "fd_ratio_max": DIGITS_MAX_FD_RATIO},
+                         passed, samples, labels)
+
+
+def mean_flow(videos_unit: Tensor) -> float:
+    """Mean over clips of pdmd_eval's per-video mean Farneback flow magnitude (px/frame); videos N×T×1×H×W."""
+    from pdmd_eval.motion import mean_flow_magnitude
+
+    return float(np.mean([mean_flow_magnitude(v[:, 0].numpy()) for v in videos_unit]))
+
+
+def check_moving_digits(model: nn.Module, encoder: PromptEncoder, data: LabelledData, config: BenchmarkConfig,
+                        feature_net: nn.Module | None = None) -> QualityReport:
+    labels = data.test.labels
+    samples = _sample(model, encoder, data, labels, config)
+    gen_flow = mean_flow(data.to_unit(samples))
+    real_flow = mean_flow(data.to_unit(data.test.x))
+    error = abs(gen_flow / real_flow - 1)
+    metrics = {"mean_flow": gen_flow, "mean_flow_real": real_flow, "relative_speed_error": error,
+               "mean_gt_speed_real": float(data.test.extras["speed"].mean())}
+    if feature_net is not None:
+        from pdmd_eval.fidelity import frechet_distance
+
+        gen_feats, gen_logits = _features_logits(feature_net, data.to_unit(samples))
+        test_feats, _ = _features_logits(feature_net, data.to_unit(data.test.x))
+        val_feats, _ = _features_logits(feature_net, data.to_unit(data.val.x))
+        metrics["fvd_like"] = frechet_distance(gen_feats, test_feats)
+        metrics["fvd_like_real_vs_real"] = frechet_distance(val_feats, test_feats)
+        metrics["accuracy"] = float((gen_logits.argmax(axis=1) == labels.numpy()).mean())
+    return QualityReport(metrics, {"relative_speed_error_max": MOVING_MAX_SPEED_ERROR},
+                         error <= MOVING_MAX_SPEED_ERROR, samples, labels)

@@ -1,0 +1,172 @@
+"""One benchmark's teacher, end to end: data → (feature net) → flow-matching teacher → checkpoint → quality.
+
+Files written under the output folder (default runs/teachers/<benchmark>/): `teacher.pt` (EMA weights, sample
+shape and the resolved config), `config.yaml` (the resolved config), `features.pt2` (digits, moving_digits) and
+`samples/` (the quality-check samples as a pdmd_eval sample set). The report goes to
+reports/teachers/<benchmark>.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from pdmd_core.cpu_tier.config import BenchmarkConfig
+from pdmd_core.cpu_tier.data import LabelledData, build_dataset
+from pdmd_core.cpu_tier.nets import VelocityMLP, VideoMixerVelocity, count_parameters
+from pdmd_core.cpu_tier.prompts import TokenTableEncoder
+from pdmd_core.cpu_tier.quality import QualityReport
+
+TEACHER_FILE = "teacher.pt"
+FEATURES_FILE = "features.pt2"
+
+
+def build_encoder(config: BenchmarkConfig) -> TokenTableEncoder:
+    pe = config.prompt_encoder
+    return TokenTableEncoder(pe.dim, pe.max_len, pe.seed)
+
+
+def build_velocity_net(config: BenchmarkConfig, sample_shape: tuple[int, ...]) -> VelocityMLP | VideoMixerVelocity:
+    m = config.model
+    if m.arch == "frame_mixer":
+        return VideoMixerVelocity(sample_shape, config.prompt_encoder.dim, m.hidden, m.depth, m.time_dim,
+                                  m.prediction, m.t_min)
+    return VelocityMLP(sample_shape, config.prompt_encoder.dim, m.hidden, m.depth, m.time_dim, m.prediction,
+                       m.t_min)
+
+
+@dataclass
+class LoadedTeacher:
+    model: VelocityMLP | VideoMixerVelocity
+    encoder: TokenTableEncoder
+    config: BenchmarkConfig
+    sample_shape: tuple[int, ...]
+
+
+def save_teacher(model: nn.Module, config: BenchmarkConfig, sample_shape: tuple[int, ...], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    resolved = config.model_dump(mode="json")
+    (folder / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    path = folder / TEACHER_FILE
+    torch.save({"config": resolved, "sample_shape": list(sample_shape), "state_dict": model.state_dict()}, path)
+    return path
+
+
+def load_teacher(path: str | Path) -> LoadedTeacher:
+    """Rebuild a saved teacher (eval mode, no grad needed) with its prompt encoder and config."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / TEACHER_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no teacher checkpoint at {path}; train one with `pdmd teacher train CONFIG`")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    config = BenchmarkConfig.model_validate(blob["config"])
+    shape = tuple(int(s) for s in blob["sample_shape"])
+    model = build_velocity_net(config, shape)
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return LoadedTeacher(model, build_encoder(config), config, shape)
+
+
+def train_benchmark_feature_net(config: BenchmarkConfig, data: LabelledData, folder: Path,
+                                progress: bool = True) -> tuple[nn.Module | None, dict[str, float]]:
+    """Train and export the benchmark's feature net (digits, moving_digits); None for point benchmarks."""
+    from pdmd_core.cpu_tier import features as fnets
+
+    if config.features is None or data.kind == "points":
+        return None, {}
+    fc = config.features
+    net: nn.Module
+    if data.kind == "image":
+        net = fnets.DigitsFeatureNet(fc.feature_dim, len(data.prompts))
+        seconds = fnets.train_feature_net(net, data.to_unit(data.train.x), data.train.labels, fc, config.seed,
+                                          progress=progress)
+    else:
+        net = fnets.VideoFeatureNet(fc.feature_dim, len(data.prompts))
+        seconds = fnets.train_feature_net(net, data.to_unit(data.train.x), data.train.labels, fc, config.seed,
+                                          velocity=data.train.extras["velocity"], progress=progress)
+    test_acc = fnets.accuracy(net, data.to_unit(data.test.x), data.test.labels)
+    fnets.export_feature_net(net, data.to_unit(data.test.x[:2]), folder / FEATURES_FILE)
+    return net, {"feature_net_seconds": seconds, "feature_net_test_accuracy": test_acc}
+
+
+def run_quality(model: nn.Module, encoder: TokenTableEncoder, data: LabelledData, config: BenchmarkConfig,
+                feature_net: nn.Module | None) -> QualityReport:
+    from pdmd_core.cpu_tier import quality
+
+    name = config.benchmark
+    if name == "toy1d":
+        return quality.check_toy1d(model, encoder, data, config)
+    if name == "mog2d":
+        return quality.check_mog2d(model, encoder, data, config)
+    if name == "digits":
+        if feature_net is None:
+            raise ValueError("the digits quality check needs a feature net: add a `features:` section to the config")
+        return quality.check_digits(model, encoder, data, config, feature_net)
+    if name == "moving_digits":
+        return quality.check_moving_digits(model, encoder, data, config, feature_net)
+    raise ValueError(f"no quality check for benchmark {name!r}")
+
+
+def save_quality_samples(report: QualityReport, data: LabelledData, config: BenchmarkConfig, checkpoint: Path,
+                         folder: Path) -> Path:
+    """The quality-check samples as a pdmd_eval sample set (seed = the sample's index in the check)."""
+    from pdmd_eval.samples import SampleRecord, SampleSet, save_sample_set
+
+    assert report.samples is not None and report.labels is not None
+    q = config.quality
+    nfe = q.steps * (1 if q.cfg_scale == 1.0 else 2)
+    records = [SampleRecord("teacher", int(p), data.prompts[int(p)], i, q.steps, nfe, str(checkpoint))
+               for i, p in enumerate(report.labels.tolist())]
+    arr = data.to_unit(report.samples).numpy().astype("float32")
+    return save_sample_set(SampleSet(arr, records, data.kind, data.name, dict(data.meta)), folder)
+
+
+def train_teacher_from_config(config: BenchmarkConfig, root: Path, output_dir: Path | None = None,
+                              progress: bool = True) -> dict[str, Any]:
+    """Train, save and check one benchmark's teacher; returns the report dict (also written as JSON)."""
+    from pdmd_core.cpu_tier.train import configure_cpu, train_flow_matching
+
+    configure_cpu(config.train.threads)
+    folder = output_dir or config.resolved_output_dir(root)
+    start = time.perf_counter()
+    data = build_dataset(config.data, config.seed)
+    data_seconds = time.perf_counter() - start
+    feature_net, feature_stats = train_benchmark_feature_net(config, data, folder, progress)
+    encoder = build_encoder(config)
+    model = build_velocity_net(config, data.sample_shape)
+    result = train_flow_matching(model, data.train, encoder, data.prompts, config.train, config.seed,
+                                 progress=progress, description=f"teacher {config.benchmark}")
+    checkpoint = save_teacher(result.ema_model, config, data.sample_shape, folder)
+    quality = run_quality(result.ema_model, encoder, data, config, feature_net)
+    save_quality_samples(quality, data, config, checkpoint, folder / "samples")
+    report = {
+        "benchmark": config.benchmark,
+        "passed": quality.passed,
+        "metrics": quality.metrics,
+        "bar": quality.bar,
+        "teacher_train_seconds": result.seconds,
+        "teacher_train_cpu_seconds": result.cpu_seconds,
+        "data_seconds": data_seconds,
+        **feature_stats,
+        "final_loss": result.final_loss,
+        "parameters": count_parameters(result.ema_model),
+        "iterations": config.train.iterations,
+        "batch_size": config.train.batch_size,
+        "threads": torch.get_num_threads(),
+        "sampling": {"steps": config.quality.steps, "cfg_scale": config.quality.cfg_scale,
+                     "num_samples": int(len(quality.samples)) if quality.samples is not None else 0},
+        "checkpoint": str(checkpoint),
+    }
+    out = root / "reports" / "teachers" / f"{config.benchmark}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    report["report_path"] = str(out)
+    return report

@@ -1,0 +1,16 @@
+"""Orchestration: the `dvc repro` pipeline, its executors, MLflow tracking and the claim report.
+
+Modules (one job each):
+- `params`    — the pipeline's params file (params.yaml / experiments/presets/*.yaml), validated; resolves
+                every arm × seed into a DistillConfig dict with the same teacher, CFG, schedule and budget.
+- `jobs`      — what one arm × seed job does (train, save the student) as a picklable function, and the
+                checkpointable wrapper that SLURM requeues on preemption.
+- `executors` — run a list of jobs locally (a pool of worker processes, one log file per job) or as a SLURM
+                array through submitit with a profile from `slurm/profiles/`; both block and fail with the
+                failing job's log path.
+- `tracking`  — MLflow runs through a write-ahead spool (JSONL) so that an unreachable server loses nothing;
+                `replay` pushes spooled records once the server is back.
+- `claims`    — the paper's claims as paired comparisons and the verdict rules (fixed before any result).
+- `stages`    — one function per DVC stage (data, teacher, distill, sample, evaluate, tables, report).
+- `commands`  — `pdmd stage ...`, `pdmd launch`, `pdmd pipeline sandbox`, `pdmd mlflow ui|replay`.
+"""

@@ -1,0 +1,186 @@
+"""One arm × seed distillation job: train with the engine, log to MLflow (spooled), leave the student on disk.
+
+`run_distill(job)` is a plain module-level function, so both executors can ship it (a local worker process or a
+SLURM array task). Outputs in `job.run_dir`: `checkpoints/` (the engine's atomic checkpoints; the newest one is
+the trained student), `config.yaml` (the resolved DistillConfig) and `result.json`.
+
+`CheckpointableDistill` is what the SLURM executor submits: on SLURM's pre-emption/time-limit signal (USR2) the
+job finishes the generator iteration it is in, writes a checkpoint, and hands over to submitit, which requeues
+it; the requeued job resumes from that checkpoint (the engine restores roles, optimisers, EMA and RNG states,
+so the result equals an uninterrupted run). Metrics of steps already spooled before the interruption are not
+logged twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from submitit.helpers import Checkpointable
+
+RESULT_FILE = "result.json"
+# Recorded as run tags and in result.json, so a sweep shows which SLURM array task ran each arm × seed.
+SLURM_ENV = {"slurm_job_id": "SLURM_JOB_ID", "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
+             "slurm_array_task_id": "SLURM_ARRAY_TASK_ID", "slurm_restart_count": "SLURM_RESTART_COUNT"}
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    uri: str
+    experiment: str
+    run_key: str
+    parent_key: str | None
+    spool_root: str
+    run_name: str
+    tags: dict[str, str] = field(default_factory=dict)
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class DistillJob:
+    benchmark: str
+    arm: str
+    seed: int
+    run_dir: str
+    config: dict[str, Any]
+    tracking: TrackingTarget
+    threads: int = 1
+    progress: bool = False
+
+
+class Preempted(RuntimeError):
+    """Raised out of the training loop after the checkpoint that a pre-emption signal asked for."""
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config → {'optim.lr_fake': 1e-4, ...} (MLflow params are flat)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def logged_steps(tracker: Any) -> set[int]:
+    return {int(op["step"]) for op in tracker.spool.ops() if op["op"] == "metrics"}
+
+
+def make_tracker(target: TrackingTarget) -> Any:
+    from pdmd_core.pipeline.tracking import Tracker
+
+    return Tracker(target.uri, target.run_key, Path(target.spool_root), enabled=target.enabled)
+
+
+def run_distill(job: DistillJob, stop_requested: Any = None) -> dict[str, Any]:
+    """Train one arm × seed; returns the result dict (also written to run_dir/result.json)."""
+    import torch
+
+    from pdmd_core.config import DistillConfig
+    from pdmd_core.models.registry import build_model
+    from pdmd_core.trainer import Trainer
+
+    torch.set_num_threads(job.threads)
+    torch.set_flush_denormal(True)
+    run_dir = Path(job.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(job.config, sort_keys=False))
+    cfg = DistillConfig.model_validate(job.config)
+    tracker = make_tracker(job.tracking)
+    slurm = {k: os.environ[v] for k, v in SLURM_ENV.items() if v in os.environ}
+    tracker.start(job.tracking.experiment, job.tracking.run_name, {**job.tracking.tags, **slurm},
+                  job.tracking.parent_key)
+    already = logged_steps(tracker)
+    if not already:
+        tracker.log_params(flatten(job.config))
+    start = time.perf_counter()
+    assert cfg.model is not None, "the pipeline always sets `model`"
+    bundle = build_model(cfg.model.kind, cfg.model.params, cfg.device)
+    trainer: Trainer | None = None
+
+    def hook(step: int, phase: int, metrics: dict[str, float]) -> None:
+        if step not in already:  # a resumed run recomputes steps after its checkpoint bit-identically
+            tracker.log_metrics({**metrics, "phase": float(phase)}, step)
+        if stop_requested is not None and stop_requested():
+            assert trainer is not None
+            trainer.save()
+            tracker.flush(force=True)
+            raise Preempted(f"{job.arm}/seed{job.seed}: checkpoint written at step {step} for requeue")
+
+    trainer = Trainer(cfg, bundle, run_dir, hooks=[hook], progress=job.progress)
+    try:
+        trainer.fit()
+    except Preempted:
+        raise
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    seconds = time.perf_counter() - start
+    checkpoint = trainer.save()
+    result = {"benchmark": job.benchmark, "arm": job.arm, "seed": job.seed, "checkpoint": str(checkpoint),
+              "train_seconds": seconds, "run_key": job.tracking.run_key, "steps": trainer.global_step, "slurm": slurm}
+    (run_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    tracker.log_metrics({"train_seconds": seconds}, trainer.global_step)
+    tracker.log_artifact(run_dir / CONFIG_FILE)
+    tracker.end("FINISHED")
+    return result
+
+
+class _StopFlag:
+    """Set by a signal handler; the metric hook checks it at the next iteration boundary."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def set(self, signum: int, _frame: Any = None) -> None:
+        self.signum = signum
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+
+class CheckpointableDistill(Checkpointable):
+    """A submitit Checkpointable job: on USR2 (SLURM's pre-emption / time-limit warning) or TERM (`scontrol
+    requeue`, `scancel`) it finishes the current generator iteration, writes a checkpoint and stops.
+
+    USR2 then goes to submitit's own handler, which calls `checkpoint()` (resubmitting this same job, which
+    resumes from that checkpoint), requeues the array task and exits. After TERM, SLURM itself requeues (or
+    cancels) the task; the process exits without a result so the submitter keeps waiting for the requeued run.
+    """
+
+    def __call__(self, job: DistillJob) -> dict[str, Any]:
+        flag = _StopFlag()
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR2, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, flag.set)
+        try:
+            return run_distill(job, stop_requested=flag)
+        except Preempted:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            submitit_handler = previous[signal.SIGUSR2]
+            if flag.signum == signal.SIGUSR2 and callable(submitit_handler):
+                submitit_handler(signal.SIGUSR2, None)  # requeues and exits
+            sys.exit(128 + int(flag.signum or signal.SIGTERM))
+        finally:
+            for sig, handler in previous.items():
+                if signal.getsignal(sig) is flag.set:
+                    signal.signal(sig, handler)
+
+
+def job_name(job: DistillJob) -> str:
+    return f"{job.benchmark}-{job.arm}-seed{job.seed}"
+
+
+def describe(job: DistillJob) -> dict[str, Any]:
+    return asdict(job)

@@ -1,0 +1,55 @@
+"""Where each stage writes, relative to the project root (dvc.yaml names the same paths).
+
+    runs/data/<b>/            info.json (kind, prompts, shape, md5) and real/ (test split as a sample set)
+    runs/teachers/<b>/        teacher.pt, features.pt2, samples/        reports/teachers/<b>.json
+    runs/distill/<b>/         sweep.json, <arm>/seed<k>/{checkpoints, config.yaml, result.json}, logs/
+    runs/samples/<b>/         <arm>/seed<k>/ and teacher_<n>/ sample sets
+    runs/eval/<b>/            units.jsonl (every metric's per-unit values), summary.json
+    reports/<b>/              results.{md,csv,tex}, claims.{md,json}, figures (*.png)
+    runs/claims/<b>.json      the benchmark's claim outcomes (input of the report stage)
+    reports/README.md         the one-page summary of every claim
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pdmd_core.paths import project_root
+
+
+class Layout:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = (root or project_root()).resolve()
+
+    def data(self, b: str) -> Path:
+        return self.root / "runs" / "data" / b
+
+    def teacher(self, b: str) -> Path:
+        return self.root / "runs" / "teachers" / b
+
+    def teacher_report(self, b: str) -> Path:
+        return self.root / "reports" / "teachers" / f"{b}.json"
+
+    def distill(self, b: str) -> Path:
+        return self.root / "runs" / "distill" / b
+
+    def run_dir(self, b: str, arm: str, seed: int) -> Path:
+        return self.distill(b) / arm / f"seed{seed}"
+
+    def samples(self, b: str) -> Path:
+        return self.root / "runs" / "samples" / b
+
+    def sample_set(self, b: str, arm: str, seed: int | None) -> Path:
+        return self.samples(b) / arm / ("" if seed is None else f"seed{seed}")
+
+    def eval(self, b: str) -> Path:
+        return self.root / "runs" / "eval" / b
+
+    def report(self, b: str) -> Path:
+        return self.root / "reports" / b
+
+    def claims(self, b: str) -> Path:
+        return self.root / "runs" / "claims" / f"{b}.json"
+
+    def readme(self) -> Path:
+        return self.root / "reports" / "README.md"

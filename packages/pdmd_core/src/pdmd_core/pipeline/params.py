@@ -1,0 +1,182 @@
+"""The pipeline's params file (root `params.yaml`, presets in `experiments/presets/`), validated with pydantic.
+
+Shape (every key documented in params.yaml itself):
+
+    executor: local | slurm          slurm_profile: slurm/profiles/<name>.yaml
+    local_parallel: 2                torch_threads: 1          tracking_uri: null
+    seeds: [0, 1, 2]                 iterations: 300           # generator iterations per run, all arms
+    eval: {seeds_per_prompt, teacher_steps, confidence}
+    distill: {...}                   # DistillConfig fields shared by every arm and benchmark
+    arms: {name: {...}}              # DistillConfig overrides that make an arm (method, phases, ablation)
+    benchmarks: {name: {config, teacher, enforce_bar, arms, distill}}
+
+`resolve_run_config` builds one arm × seed's DistillConfig dict: shared `distill` < benchmark `distill` < arm
+overrides < {seed, iterations per phase, model}. The iteration budget is the same for every arm: a K-phase arm
+gets `iterations / K` generator iterations per phase (K must divide it).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PARAMS_FILE = "params.yaml"
+TEACHER_REFERENCE_PREFIX = "teacher_"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EvalParams(_Strict):
+    seeds_per_prompt: int = Field(16, ge=2, description="sample seeds per prompt (diversity needs >= 2)")
+    teacher_steps: list[int] = Field(default_factory=lambda: [4, 40],
+                                     description="teacher references sampled at these step counts")
+    confidence: float = Field(0.95, gt=0, lt=1)
+    sample_seed_offset: int = Field(10_000, ge=0, description="sample seeds are offset + 0..seeds_per_prompt-1")
+
+    @field_validator("teacher_steps")
+    @classmethod
+    def _steps(cls, v: list[int]) -> list[int]:
+        if not v or any(s < 1 for s in v):
+            raise ValueError(f"teacher_steps must be a non-empty list of step counts >= 1, got {v}")
+        return v
+
+
+class BenchmarkParams(_Strict):
+    config: str = Field(description="benchmark config of the CPU tier, e.g. experiments/benchmarks/digits.yaml")
+    # Required (no defaults) because dvc.yaml tracks them as params and DVC fails on absent keys.
+    teacher: dict[str, Any] = Field(description="overrides of the benchmark config ({} for none)")
+    enforce_bar: bool = Field(description="fail the teacher stage when the teacher misses its quality bar")
+    arms: list[str] = Field(description="arm names (keys of `arms`) run on this benchmark")
+    distill: dict[str, Any] = Field(default_factory=dict, description="DistillConfig overrides for this benchmark")
+    iterations: int | None = Field(None, ge=1, description="per-benchmark generator budget (default: top level)")
+
+
+class PipelineParams(_Strict):
+    executor: Literal["local", "slurm"] = "local"
+    slurm_profile: str = "slurm/profiles/local.yaml"
+    local_parallel: int = Field(2, ge=1, description="jobs run at once by the local executor")
+    torch_threads: int = Field(1, ge=1, description="torch threads in each job")
+    tracking_uri: str | None = Field(None, description="MLflow URI; null: $MLFLOW_TRACKING_URI or the local store")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    iterations: int = Field(300, ge=1, description="generator iterations per run (the same for every arm)")
+    eval: EvalParams = Field(default_factory=lambda: EvalParams.model_validate({}))
+    distill: dict[str, Any] = Field(default_factory=dict)
+    arms: dict[str, dict[str, Any]]
+    benchmarks: dict[str, BenchmarkParams]
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"seeds must be a non-empty list of distinct ints, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _arms_known(self) -> PipelineParams:
+        for name, bench in self.benchmarks.items():
+            unknown = [a for a in bench.arms if a not in self.arms]
+            if unknown:
+                raise ValueError(f"benchmarks.{name}.arms lists {unknown}, which are not defined under `arms` "
+                                 f"(defined: {sorted(self.arms)})")
+        for arm in self.arms:
+            if arm.startswith(TEACHER_REFERENCE_PREFIX):
+                raise ValueError(f"arm name {arm!r} is reserved: names starting with "
+                                 f"{TEACHER_REFERENCE_PREFIX!r} denote teacher references")
+        return self
+
+    def benchmark(self, name: str) -> BenchmarkParams:
+        if name not in self.benchmarks:
+            raise KeyError(f"benchmark {name!r} is not in the params file; defined: {sorted(self.benchmarks)}")
+        return self.benchmarks[name]
+
+    def budget(self, benchmark: str) -> int:
+        own = self.benchmark(benchmark).iterations
+        return own if own is not None else self.iterations
+
+
+class ParamsError(ValueError):
+    """The params file failed validation; the message names the bad key and value."""
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> PipelineParams:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"params file {path}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return PipelineParams.model_validate(data)
+    except ValidationError as err:
+        lines = [f"invalid params file {path}:"]
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+            if e["type"] == "extra_forbidden":
+                lines.append(f"  unknown key '{loc}'")
+            else:
+                lines.append(f"  {loc} = {e.get('input')!r}: {e['msg']}")
+        raise ParamsError("\n".join(lines)) from None
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` wins; nested mappings merge key by key (dotted keys are set as paths)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if "." in key:
+            node = out
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_run_config(params: PipelineParams, benchmark: str, arm: str, seed: int,
+                       model: dict[str, Any]) -> dict[str, Any]:
+    """The DistillConfig dict of one arm × seed, validated (raises the config's own error on a bad field)."""
+    from pdmd_core.config import config_from_dict
+
+    bench = params.benchmark(benchmark)
+    if arm not in params.arms:
+        raise KeyError(f"arm {arm!r} is not defined; defined arms: {sorted(params.arms)}")
+    merged = deep_merge(deep_merge(params.distill, bench.distill), params.arms[arm])
+    merged["seed"] = seed
+    merged["model"] = model
+    probe = config_from_dict(merged, source=f"{benchmark}/{arm}")  # validates and gives the phase count
+    phases = probe.num_phases
+    budget = params.budget(benchmark)
+    if budget % phases:
+        raise ParamsError(f"iterations={budget} for benchmark {benchmark!r} is not divisible by the {phases} "
+                          f"phases of arm {arm!r}: every arm must get the same generator budget")
+    merged["iterations"] = budget // phases
+    return config_from_dict(merged, source=f"{benchmark}/{arm}").model_dump(mode="json")
+
+
+def arm_tags(config: dict[str, Any]) -> dict[str, str]:
+    """The tags that let MLflow's compare view line up arms: method, phases, sgts, steps, ablation fields."""
+    from pdmd_core.config import DistillConfig
+
+    cfg = DistillConfig.model_validate(config)
+    sgts = cfg.method == "sgts" or (cfg.method == "phased" and cfg.in_phase == "sgts"
+                                    and any(b - a > 1 for a, b in zip(cfg.phase_step_bounds(),
+                                                                      cfg.phase_step_bounds()[1:], strict=False)))
+    return {
+        "method": cfg.method,
+        "phases": str(cfg.num_phases),
+        "sgts": str(sgts).lower(),
+        "steps": str(cfg.num_steps),
+        "seed": str(cfg.seed),
+        "fake_target": cfg.fake_target,
+        "renoise_interval": cfg.renoise_interval,
+        "fixed_dmd_t": "none" if cfg.fixed_dmd_t is None else str(cfg.fixed_dmd_t),
+    }

@@ -1,0 +1,48 @@
+"""`pdmd sample`: exported student + stock diffusers pipeline -> a pdmd_eval sample set (and the latents)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from pdmd_core.realscale.architectures import get_architecture, latent_shape
+from pdmd_core.realscale.export import ExportManifest
+from pdmd_core.realscale.pipelines import load_student_pipeline
+from pdmd_core.realscale.text_cache import CachedPromptEncoder
+
+
+def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The seed's starting noise (CPU generator, so every device and the trainer's sampler see the same z)."""
+    return torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+def sample_to_set(export: Path, model_path: str, prompt_cache: Path, out: Path, resolution: tuple[int, int, int],
+                  seeds: list[int], prompt_ids: list[int] | None, method: str, device: str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> int:
+    from pdmd_eval.samples import SampleRecord, SampleSet, save_sample_set
+    from safetensors.torch import save_file
+
+    manifest = ExportManifest.read(export)
+    arch = get_architecture(manifest.extras["architecture"])
+    shape = latent_shape(arch, *resolution)
+    encoder = CachedPromptEncoder(CachedPromptEncoder.from_file(prompt_cache).cache, device, dtype)
+    rows = prompt_ids if prompt_ids is not None else list(range(len(encoder.prompts)))
+    student = load_student_pipeline(export, model_path, dtype=dtype, device=device)
+    pixels, latents, records = [], [], []
+    for row in tqdm(rows, desc="sampling prompts"):
+        cond = encoder.encode_indices(torch.tensor([row]))
+        for seed in seeds:
+            z = initial_noise(shape, seed).to(device, dtype)
+            latent = student.generate(z, cond, output_type="latent")
+            latents.append(latent.float().cpu())
+            pixels.append(student.decode(latent).float().cpu())
+            records.append(SampleRecord(method, row, encoder.prompts[row], seed, manifest.num_steps,
+                                        manifest.num_steps, str(export)))
+    samples = torch.cat(pixels).numpy()
+    kind = "image" if samples.ndim == 4 else "video"
+    save_sample_set(SampleSet(samples, records, kind, manifest.extras.get("architecture", ""),
+                              {"export": str(export), "timesteps": manifest.timesteps}), out)
+    save_file({"latents": torch.cat(latents).contiguous()}, str(Path(out) / "latents.safetensors"))
+    return len(records)

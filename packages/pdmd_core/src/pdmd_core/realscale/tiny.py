@@ -1,0 +1,101 @@
+"""Tiny randomly initialised Wan / Qwen-Image components built from configs (no weights needed).
+
+They are the real diffusers / transformers classes, only small: tests, CI and the `smoke` presets use them
+to run the full real-scale code path (text encoding, adapters, MoE, LoRA experts, export, pipelines) on a
+CPU in seconds. Sizes are the smallest known to construct and run here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+TINY_WAN_TRANSFORMER: dict[str, Any] = dict(
+    patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+    text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=32,
+)
+TINY_QWEN_TRANSFORMER: dict[str, Any] = dict(
+    patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+    joint_attention_dim=32, guidance_embeds=False, axes_dims_rope=(4, 6, 6),
+)
+TINY_Z_DIM = 4
+TINY_VAE: dict[str, Any] = dict(
+    base_dim=8, z_dim=TINY_Z_DIM, dim_mult=[1, 1, 1], num_res_blocks=1, temperal_downsample=[True, True],
+    latents_mean=[0.1, -0.2, 0.05, 0.0], latents_std=[1.5, 0.8, 1.2, 1.0],
+)
+
+
+def tiny_wan_transformer(seed: int, **overrides: Any) -> Any:
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    model: Any = WanTransformer3DModel(**{**TINY_WAN_TRANSFORMER, **overrides})
+    return model.eval()
+
+
+def tiny_qwen_transformer(seed: int, **overrides: Any) -> Any:
+    from diffusers import QwenImageTransformer2DModel
+
+    torch.manual_seed(seed)
+    model: Any = QwenImageTransformer2DModel(**{**TINY_QWEN_TRANSFORMER, **overrides})
+    return model.eval()
+
+
+def tiny_wan_vae(seed: int) -> Any:
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(seed)
+    # WanPipeline reads the compression factors from the config; state the tiny VAE's true ones (4x, 4x).
+    model: Any = AutoencoderKLWan(**TINY_VAE, scale_factor_spatial=4, scale_factor_temporal=4)
+    return model.eval()
+
+
+def tiny_qwen_vae(seed: int) -> Any:
+    from diffusers import AutoencoderKLQwenImage
+
+    torch.manual_seed(seed)
+    model: Any = AutoencoderKLQwenImage(**TINY_VAE)
+    return model.eval()
+
+
+def tiny_tokenizer(texts: list[str]) -> Any:
+    """A word-level fast tokenizer whose vocabulary is every word of `texts` (a real tokenizer, tiny)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    splitter = pre_tokenizers.Whitespace()
+    vocab: dict[str, int] = {"<pad>": 0, "<unk>": 1, "</s>": 2}
+    for text in texts:
+        for word, _ in splitter.pre_tokenize_str(text):
+            vocab.setdefault(word, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = splitter
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>",
+                                   eos_token="</s>")
+
+
+def tiny_umt5_encoder(seed: int, vocab_size: int, d_model: int = 32) -> Any:
+    """Wan's text encoder class (UMT5EncoderModel), tiny; d_model must equal the transformer's text_dim."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    config = UMT5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                        relative_attention_num_buckets=8, relative_attention_max_distance=16)
+    return UMT5EncoderModel(config).eval()
+
+
+def tiny_qwen25vl_encoder(seed: int, vocab_size: int, hidden_size: int = 32) -> Any:
+    """Qwen-Image's text encoder class (Qwen2.5-VL), tiny; hidden_size must equal joint_attention_dim."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    text = dict(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]}, bos_token_id=0, eos_token_id=2)
+    vision = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=hidden_size,
+                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    kwargs: dict[str, Any] = dict(text_config=text, vision_config=vision, bos_token_id=0, eos_token_id=2)
+    config = Qwen2_5_VLConfig(**kwargs)
+    return Qwen2_5_VLForConditionalGeneration(config).eval()

@@ -1,0 +1,172 @@
+"""Sharded roles (FSDP2) inside the trainer: wrapping the role modules and checkpointing DTensor state.
+
+`Trainer(..., wrap_module=fn)` calls `fn(role, module) -> module` once per role module after all roles are
+built (the fake scores and LoRA backbones are deep copies of the unwrapped teacher) and before any optimiser
+exists. Role names: "teacher/<i>" (teacher expert i), "fake/<i>" (fake expert i), "generator/<k>" (full
+generator expert k) or "generator_backbone/<i>" (the i-th frozen backbone that carries LoRA adapters). A typical
+`fn` is `realscale.distributed.fsdp2_role_wrapper(ctx)` (`fully_shard` per transformer block and root).
+
+What sharding needs from the loop, and how this module provides it:
+- Collectives must match across ranks: every rank must call every sharded module the same number of times in
+  the same order. Two-expert MoE roles (teacher, fake) route samples by t, which differs per rank, so their
+  container becomes `RankSyncedMoE`: an all-reduce tells each rank which experts some rank uses, and a rank with
+  no sample for such an expert calls it on one sample whose output enters the result multiplied by 0 (the
+  forward all-gathers and the backward reduce-scatters then match). SGTS exit steps are drawn from a generator
+  shared by all ranks (`shared_draw_seed`), so one exit step holds for the whole global batch (as it does for
+  a single process's batch).
+- Checkpoints (`gather_for_checkpoint`): the sharded tensors of the trainer's state (roles, optimiser moments,
+  EMA) are all-gathered; rank 0 keeps full tensors (its checkpoint loads like an unsharded one: export,
+  `Student.from_checkpoint`), every other rank keeps only its own shard (1/N of the size). Loading
+  (`as_shard_of`, `copy_into`, `shard_optimizer_state`) turns a full tensor or this rank's shard back into the
+  parameter's DTensor without communication, so resuming needs the same number of ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+from pdmd_core.models.moe import MoEVelocity
+from pdmd_core.protocols import Conditioning
+
+if TYPE_CHECKING:
+    from pdmd_core.roles import FakeScore, GeneratorExperts, Teacher
+
+WrapModule = Callable[[str, nn.Module], nn.Module]
+
+
+class RankSyncedMoE(MoEVelocity):
+    """MoEVelocity whose experts are called in the same order on every rank (for sharded experts).
+
+    The result on each rank equals MoEVelocity's for its own batch: a rank's extra call on an expert it does not
+    route to adds `0 · (its output)` (its gradients are zeros, which the reduce-scatter averages in)."""
+
+    def __init__(self, experts: list[nn.Module], boundary: float) -> None:
+        super().__init__(experts, boundary)
+        self.joined_calls = 0  # calls made only to take part in another rank's collectives (diagnostic)
+
+    def forward(self, x_t: Tensor, t: Tensor, cond: Conditioning | None) -> Tensor:
+        high = t >= self.boundary
+        masks = (high, ~high)
+        local = torch.tensor([int(bool(m.any())) for m in masks], device=t.device)
+        used = local.clone()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(used, op=dist.ReduceOp.MAX)
+        out: Tensor | None = None
+        mixed = bool(local.all())
+        if mixed:
+            out = torch.empty_like(x_t)
+        extra = x_t.new_zeros(())
+        for idx, mask in enumerate(masks):
+            if not used[idx]:
+                continue
+            expert = self.experts[idx]
+            if not local[idx]:  # another rank routes samples here: join its collectives with one sample
+                self.joined_calls += 1
+                one = None if cond is None else cond.index(torch.arange(1, device=x_t.device))
+                extra = extra + expert(x_t[:1], t[:1], one).sum().nan_to_num() * 0.0
+            elif not mixed:
+                out = expert(x_t, t, cond)
+            else:
+                assert out is not None
+                sel = mask.nonzero(as_tuple=True)[0]
+                sub = None if cond is None else cond.index(sel)
+                out[sel] = expert(x_t[sel], t[sel], sub).to(out.dtype)
+        assert out is not None
+        return out + extra if extra.requires_grad else out
+
+
+def _synced(experts: list[nn.Module], boundary: float) -> nn.Module:
+    return experts[0] if len(experts) == 1 else RankSyncedMoE(experts, boundary)
+
+
+def wrap_roles(teacher: Teacher, fake: FakeScore, generator: GeneratorExperts, wrap: WrapModule) -> None:
+    """Apply `wrap` to every role module and re-link the roles to the returned modules (see module doc)."""
+    sources = fake._sources  # the teacher's experts (a one-element list for a single teacher)
+    if len(sources) > 1 and not isinstance(teacher.module, MoEVelocity):
+        raise ValueError(f"wrap_module needs a MoEVelocity teacher for an MoE bundle (its routing is re-synced "
+                         f"across ranks), got {type(teacher.module).__name__}")
+    wrapped_teacher = [wrap(f"teacher/{i}", m) for i, m in enumerate(sources)]
+    teacher_boundary = getattr(teacher.module, "boundary", 0.0)
+    teacher.module = _synced(wrapped_teacher, teacher_boundary).eval()
+    fake._sources = wrapped_teacher
+    fake.experts = [wrap(f"fake/{i}", m) for i, m in enumerate(fake.experts)]
+    fake.module = _synced(fake.experts, fake.boundary if fake.boundary is not None else 0.0)
+    if generator.kind == "full":
+        generator.experts = [wrap(f"generator/{k}", m) for k, m in enumerate(generator.experts)]
+        return
+    relink = {}
+    for i, backbone in enumerate(generator.backbones):
+        relink[id(backbone)] = wrap(f"generator_backbone/{i}", backbone)
+    generator.backbones = [relink[id(b)] for b in generator.backbones]
+    for expert in generator.experts:
+        expert.__dict__["backbone"] = relink[id(expert.backbone)]  # a shared, non-submodule reference
+    generator.set_trainable(sorted(generator._trainable))
+
+
+def has_sharded_parameters(modules: list[nn.Module]) -> bool:
+    return any(isinstance(p, DTensor) for m in modules for p in m.parameters())
+
+
+def shared_draw_seed(seed: int, global_step: int, draw: int) -> int:
+    """Seed of the generator all ranks share for the `draw`-th shared draw of generator step `global_step`."""
+    return (seed * 1_000_003 + global_step * 1009 + draw) % (2**63)
+
+
+# ---------------------------------------------------------------------- checkpoint state
+def gather_for_checkpoint(state: Any, keep_full: bool | None = None) -> Any:
+    """Copy of `state` (nested dicts / lists / tuples) with every DTensor replaced by a CPU tensor: the full
+    tensor where `keep_full` (default: on rank 0), else this rank's shard. Collective: all ranks call it."""
+    if keep_full is None:
+        keep_full = not dist.is_initialized() or dist.get_rank() == 0
+    if isinstance(state, DTensor):
+        full = state.full_tensor().detach()  # the all-gather runs on every rank
+        return full.cpu() if keep_full else state.to_local().detach().cpu().clone()
+    if isinstance(state, dict):
+        return {k: gather_for_checkpoint(v, keep_full) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(gather_for_checkpoint(v, keep_full) for v in state)
+    return state
+
+
+def as_shard_of(value: Tensor, template: Tensor) -> Tensor:
+    """`value` (the full tensor, or this rank's shard) as a DTensor laid out like `template`; unchanged when
+    `template` is not a DTensor. No communication."""
+    if not isinstance(template, DTensor) or isinstance(value, DTensor):
+        return value
+    value = value.detach().to(device=template.device, dtype=template.dtype)
+    if value.shape == template.shape:
+        return distribute_tensor(value, template.device_mesh, template.placements, src_data_rank=None)
+    local_shape = template.to_local().shape
+    if value.shape == local_shape:
+        return DTensor.from_local(value, template.device_mesh, template.placements, shape=template.shape,
+                                  stride=template.stride())
+    raise ValueError(f"checkpoint tensor of shape {tuple(value.shape)} fits neither the parameter's shape "
+                     f"{tuple(template.shape)} nor this rank's shard {tuple(local_shape)}: resume a sharded run "
+                     f"with the number of ranks that wrote it")
+
+
+@torch.no_grad()
+def copy_into(target: Tensor, value: Tensor) -> None:
+    """target.copy_(value) where target may be a DTensor and value a full tensor or this rank's shard."""
+    target.copy_(as_shard_of(value, target))
+
+
+def shard_state_like(state: dict[str, Tensor], template: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A module state dict whose tensors are laid out like the module's own (sharded) state dict."""
+    return {k: as_shard_of(v, template[k]) if k in template else v for k, v in state.items()}
+
+
+def shard_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """After `optimizer.load_state_dict` of a gathered checkpoint: per-parameter moments back to DTensors."""
+    for param, slots in optimizer.state.items():
+        if not isinstance(param, DTensor):
+            continue
+        for key, value in slots.items():
+            if isinstance(value, Tensor) and not isinstance(value, DTensor) and value.dim() > 0:
+                slots[key] = as_shard_of(value, param)

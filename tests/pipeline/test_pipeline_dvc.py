@@ -1,0 +1,148 @@
+"""`dvc repro` of the smoke preset in a fresh git + DVC repository: every stage runs, the tables hold every arm
+with confidence intervals, the report states every claim; a diverging arm fails the distill stage with its log
+path and leaves dvc.lock untouched. The SLURM variant runs the arm × seed jobs as array tasks on the real local
+cluster and logs to a real MLflow server, checked back with MlflowClient."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from pdmd_core.pipeline import claims as C
+from pdmd_core.pipeline.jobs import flatten
+from pdmd_core.pipeline.sandbox import make_sandbox, repro
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "experiments" / "presets" / "smoke.yaml"
+STAGES = ("data", "teacher", "distill", "sample", "evaluate", "tables")
+
+
+def _preset() -> dict:
+    return yaml.safe_load(SMOKE.read_text())
+
+
+def _rows(path: Path) -> dict[str, dict[str, str]]:
+    with open(path) as fh:
+        return {row["method"]: row for row in csv.DictReader(fh)}
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory):
+    root = make_sandbox(SMOKE, tmp_path_factory.mktemp("smoke"), source=ROOT)
+    return root, repro(root, timeout=600)
+
+
+@pytest.mark.slow
+def test_smoke_repro_runs_every_stage_and_reports_every_arm(smoke_repo):
+    root, result = smoke_repo
+    assert result.returncode == 0, result.output[-4000:]
+    preset = _preset()
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    expected = {f"{s}@{b}" for s in STAGES for b in preset["benchmarks"]} | {"report"}
+    assert set(lock["stages"]) == expected
+    for bench, spec in preset["benchmarks"].items():
+        rows = _rows(root / "reports" / bench / "results.csv")
+        assert list(rows) == ["teacher_4", "teacher_40", *spec["arms"]]
+        div = C.metric_for("diversity", "points" if bench == "mog2d" else "video")
+        for arm in spec["arms"]:
+            row = rows[arm]
+            n_prompts = 5 if bench == "mog2d" else 10
+            assert int(row[f"{div}_n"]) == len(preset["seeds"]) * n_prompts
+            assert float(row[f"{div}_low"]) <= float(row[div]) <= float(row[f"{div}_high"])
+            assert float(row["fd_teacher_prompt_low"]) < float(row["fd_teacher_prompt_high"])
+        md = (root / "reports" / bench / "results.md").read_text()
+        tex = (root / "reports" / bench / "results.tex").read_text()
+        assert all(arm in md and arm.replace("_", r"\_") in tex for arm in spec["arms"])
+        assert (root / "reports" / bench / "diversity_vs_fidelity.png").stat().st_size > 0
+    assert (root / "reports" / "moving_digits" / "motion.png").is_file()
+    readme = (root / "reports" / "README.md").read_text()
+    for claim in C.CLAIMS:
+        assert claim.title in readme
+    verdicts = re.findall(r"\*\*(held|not held|inconclusive)\*\*", readme)
+    assert verdicts, "the report states verdicts"
+    # every run is in the local MLflow store: one parent per sweep, one child per arm × seed
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    for bench, spec in preset["benchmarks"].items():
+        exp = client.get_experiment_by_name(f"pdmd/{bench}")
+        runs = client.search_runs([exp.experiment_id])
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert len(children) == len(spec["arms"]) * len(preset["seeds"])
+        assert len(runs) - len(children) == 1
+
+
+@pytest.mark.slow
+def test_failing_arm_fails_the_stage_and_keeps_the_lock(smoke_repo):
+    root, result = smoke_repo
+    assert result.returncode == 0, result.output[-4000:]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    # a teacher CFG scale of 1e38 overflows the DMD gradient: the engine stops the run on a non-finite value
+    params["arms"]["diverge"] = {"method": "dmd", "num_steps": 1, "teacher_cfg": {"scale": 1.0e38}}
+    params["benchmarks"]["mog2d"]["arms"] = ["dmd", "diverge"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    lock_before = (root / "dvc.lock").read_bytes()
+    failed = repro(root, "distill@mog2d", timeout=300)
+    assert failed.returncode != 0
+    logs = re.findall(r"mog2d-diverge-seed\d: log (\S+\.log)", failed.output)
+    assert logs, failed.output[-3000:]
+    assert all(Path(p).is_file() and "non-finite" in Path(p).read_text() for p in logs)
+    assert "mog2d-dmd-seed" not in " ".join(re.findall(r"--- (\S+): log", failed.output))
+    assert (root / "dvc.lock").read_bytes() == lock_before
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.mlflow
+def test_slurm_executor_with_mlflow_server(slurm_cluster, mlflow_server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    preset = _preset()
+    bench = "moving_digits"  # video: PNG grids and GIFs
+    overrides = {"executor": "slurm", "tracking_uri": mlflow_server.url,
+                 "benchmarks": {bench: preset["benchmarks"][bench]}}
+    root = make_sandbox(SMOKE, tmp_path / "repo", overrides, source=ROOT)
+    result = repro(root, timeout=600)
+    assert result.returncode == 0, result.output[-4000:]
+    sweep = yaml.safe_load((root / "runs" / "distill" / bench / "sweep.json").read_text())
+    arms = preset["benchmarks"][bench]["arms"]
+    assert len(sweep["runs"]) == len(arms) * len(preset["seeds"])
+    array_ids = {r["slurm"]["slurm_array_job_id"] for r in sweep["runs"]}
+    assert len(array_ids) == 1  # one array for the whole sweep
+    assert sorted(int(r["slurm"]["slurm_array_task_id"]) for r in sweep["runs"]) == list(range(len(sweep["runs"])))
+
+    client = MlflowClient(mlflow_server.url)
+    exp = client.get_experiment_by_name(f"pdmd/{bench}")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.sweep = '{sweep['sweep_id']}'")
+    parent = next(r for r in runs if r.data.tags.get("kind") == "sweep")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == len(sweep["runs"])
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    data_md5 = lock[f"data@{bench}"]["outs"][0]["md5"]
+    assert data_md5.endswith(".dir")
+    teacher_md5 = _md5(root / "runs" / "teachers" / bench / "teacher.pt")
+    for run in children:
+        arm, seed = run.info.run_name.split("/seed")
+        config = yaml.safe_load((root / "runs" / "distill" / bench / arm / f"seed{seed}" / "config.yaml").read_text())
+        assert run.data.params == {k: str(v) for k, v in flatten(config).items()}
+        tags = run.data.tags
+        assert (tags["method"], tags["seed"], tags["steps"]) == (config["method"], seed, str(config["num_steps"]))
+        assert tags["phases"] == str(config["phases"] or 1) and tags["sgts"] in ("true", "false")
+        assert tags["dvc_data_md5"] == data_md5 and tags["teacher_md5"] == teacher_md5 and tags["git_sha"]
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "generator_loss"))
+        assert steps == list(range(1, preset["iterations"] + 1))
+        for metric in ("eval/div_feat", "eval/flow_mag", "eval/fd_teacher_prompt"):
+            assert metric in run.data.metrics
+        files = {a.path for folder in ("samples", "tables") for a in client.list_artifacts(run.info.run_id, folder)}
+        assert {"samples/samples.png", "samples/sample.gif", "tables/table_rows.csv"} <= files
+        assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    sgts = {r.info.run_name.split("/")[0]: r.data.tags["sgts"] for r in children}
+    assert sgts["sgts"] == "true" and sgts["phased_k2_sgts"] == "true" and sgts["phased_k4"] == "false"

@@ -1,0 +1,43 @@
+"""The params file: validation errors name the key; every arm gets the same generator budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pdmd_core.pipeline.params import ParamsError, load_params, resolve_run_config
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = {"kind": "mlp", "dim": 2}
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "experiments/presets/smoke.yaml"])
+def test_shipped_params_resolve_for_every_arm(name):
+    params = load_params(ROOT / name)
+    assert len(params.seeds) >= (3 if name == "params.yaml" else 2)
+    for bench_name, bench in params.benchmarks.items():
+        budgets = set()
+        for arm in bench.arms:
+            cfg = resolve_run_config(params, bench_name, arm, params.seeds[0], MODEL)
+            phases = cfg["phases"] or 1
+            budgets.add(cfg["iterations"] * phases)
+            assert cfg["seed"] == params.seeds[0]
+        assert budgets == {params.budget(bench_name)}  # same iteration budget for every arm
+
+
+def test_unknown_key_and_unknown_arm(tmp_path):
+    base = (ROOT / "experiments/presets/smoke.yaml").read_text()
+    (tmp_path / "a.yaml").write_text(base + "\nexecutr: slurm\n")
+    with pytest.raises(ParamsError, match="unknown key 'executr'"):
+        load_params(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text(base.replace("arms: [dmd, dmd_full", "arms: [nope, dmd_full", 1))
+    with pytest.raises(ParamsError, match=r"lists \['nope'\]"):
+        load_params(tmp_path / "b.yaml")
+
+
+def test_budget_must_divide_phases(tmp_path):
+    base = (ROOT / "experiments/presets/smoke.yaml").read_text().replace("iterations: 8", "iterations: 6")
+    (tmp_path / "p.yaml").write_text(base)
+    params = load_params(tmp_path / "p.yaml")
+    with pytest.raises(ParamsError, match="not divisible by the 4 phases of arm 'phased_k4'"):
+        resolve_run_config(params, "mog2d", "phased_k4", 0, MODEL)

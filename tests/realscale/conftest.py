@@ -1,0 +1,97 @@
+"""Tiny real-class Wan2.2 / Qwen-Image base models saved as diffusers folders, and their prompt caches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+PROMPTS = ["a red cat", "a blue dog sitting", "photo of a cat", "the dog runs"]
+QWEN_TEMPLATE_WORDS = ("<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, "
+                       "quantity, text, spatial relationships of the objects and background:<|im_end|>\n"
+                       "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.fixture(scope="session")
+def prompts() -> list[str]:
+    return list(PROMPTS)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_wan22(tmp_path_factory) -> Path:
+    """A Wan2.2-style two-expert base model folder (boundary 0.875) with a tiny UMT5 text encoder."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+    from pdmd_core.realscale.tiny import tiny_tokenizer, tiny_umt5_encoder, tiny_wan_transformer, tiny_wan_vae
+
+    root = tmp_path_factory.mktemp("tiny-wan22")
+    tokenizer = tiny_tokenizer(PROMPTS)
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=tiny_umt5_encoder(1, len(tokenizer)), vae=tiny_wan_vae(2),
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=tiny_wan_transformer(3),
+                       transformer_2=tiny_wan_transformer(4), boundary_ratio=0.875)
+    pipe.save_pretrained(root / "base")
+    return root / "base"
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory) -> Path:
+    from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline
+    from pdmd_core.realscale.tiny import tiny_qwen25vl_encoder, tiny_qwen_transformer, tiny_qwen_vae, tiny_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny-qwen")
+    tokenizer = tiny_tokenizer([*PROMPTS, QWEN_TEMPLATE_WORDS])
+    pipe = QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=tiny_qwen_vae(2),
+                             text_encoder=tiny_qwen25vl_encoder(1, len(tokenizer)), tokenizer=tokenizer,
+                             transformer=tiny_qwen_transformer(3))
+    pipe.save_pretrained(root / "base")
+    return root / "base"
+
+
+def _cache(base: Path, family: str, out: Path, **kwargs) -> Path:
+    from diffusers import QwenImagePipeline, WanPipeline
+    from pdmd_core.realscale.text_cache import encode_prompts, save_prompt_embeddings
+
+    if family == "wan":
+        pipe = WanPipeline.from_pretrained(base, transformer=None, transformer_2=None, vae=None)
+    else:
+        pipe = QwenImagePipeline.from_pretrained(base, transformer=None, vae=None)
+    return save_prompt_embeddings(encode_prompts(pipe, family, PROMPTS, batch_size=3, progress=False, **kwargs), out)
+
+
+@pytest.fixture(scope="session")
+def wan_prompt_cache(tiny_wan22, tmp_path_factory) -> Path:
+    return _cache(tiny_wan22, "wan", tmp_path_factory.mktemp("wan-cache") / "prompts.safetensors",
+                  max_sequence_length=16)
+
+
+@pytest.fixture(scope="session")
+def qwen_prompt_cache(tiny_qwen, tmp_path_factory) -> Path:
+    return _cache(tiny_qwen, "qwen_image", tmp_path_factory.mktemp("qwen-cache") / "prompts.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_wan22_i2v(tmp_path_factory) -> Path:
+    """A Wan2.2-I2V-style two-expert base model folder (boundary 0.9; 3 x z_dim input channels)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+    from pdmd_core.realscale.tiny import (
+        TINY_Z_DIM,
+        tiny_tokenizer,
+        tiny_umt5_encoder,
+        tiny_wan_transformer,
+        tiny_wan_vae,
+    )
+
+    root = tmp_path_factory.mktemp("tiny-wan22-i2v")
+    tokenizer = tiny_tokenizer(PROMPTS)
+    channels = 3 * TINY_Z_DIM  # noisy latent + frame mask (temporal factor 4 = z_dim here) + image latent
+    pipe = WanImageToVideoPipeline(
+        tokenizer=tokenizer, text_encoder=tiny_umt5_encoder(1, len(tokenizer)), vae=tiny_wan_vae(2),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=tiny_wan_transformer(3, in_channels=channels),
+        transformer_2=tiny_wan_transformer(4, in_channels=channels), boundary_ratio=0.9)
+    pipe.save_pretrained(root / "base")
+    return root / "base"

@@ -1,0 +1,181 @@
+"""The trainer with FSDP2-sharded roles (2 gloo ranks, tiny Wan2.2 two-expert MoE, LoRA generator experts).
+
+One spawned pair of processes runs, on both ranks: the trainer with replicated roles and averaged gradients
+(`grad_sync`, DDP semantics), the same trainer with every role sharded by `fsdp2_role_wrapper` (+ activation
+checkpointing), and a sharded SGTS-in-phase run that is killed after a checkpoint and resumed. Rank 0 writes
+what it measured to a file the test checks.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+pytestmark = [pytest.mark.slow]
+
+WORLD = 2
+
+
+def _config(model: dict[str, Any], **changes: Any) -> Any:
+    from pdmd_core.config import DistillConfig
+
+    raw: dict[str, Any] = {
+        "method": "phased", "num_steps": 4, "shift": 5.0, "phases": 2, "iterations": 2, "batch_size": 1,
+        "ttur_ratio": 2, "generator": {"kind": "lora", "rank": 2, "alpha": 8.0}, "device": "cpu",
+        "optim": {"lr_generator": 1e-2, "lr_fake": 1e-3}, "model": model}
+    raw.update(changes)
+    return DistillConfig.model_validate(raw)
+
+
+def _flat(trainer: Any) -> dict[str, torch.Tensor]:
+    """Generator expert and fake-score tensors, full on every rank (collective under FSDP2)."""
+    from pdmd_core.role_sharding import gather_for_checkpoint
+
+    state = {f"generator{e}.{k}": v for e in range(len(trainer.generator.experts))
+             for k, v in trainer.generator.expert_state(e).items()}
+    state |= {f"fake{i}.{k}": v for i, sd in enumerate(trainer.fake.state_dict()) for k, v in sd.items()}
+    return {k: v.detach().clone() for k, v in gather_for_checkpoint(state, keep_full=True).items()}
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def _crash_at(step: int, phase: int, metrics: dict[str, float], at: int) -> None:
+    if step == at:
+        raise _Crash(f"killed after generator step {step}")
+
+
+def _rank_main(rank: int, port: int, model: dict[str, Any], root: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from pdmd_core.models.registry import build_model
+    from pdmd_core.realscale.distributed import (
+        average_gradients,
+        fsdp2_role_wrapper,
+        init_distributed,
+        shutdown_distributed,
+    )
+    from pdmd_core.role_sharding import RankSyncedMoE
+    from pdmd_core.trainer import Trainer
+    from torch.distributed.tensor import DTensor
+
+    ctx = init_distributed(device_type="cpu")
+    out = Path(root)
+    report: dict[str, Any] = {}
+
+    def trainer(cfg: Any, name: str, sharded: bool, hooks: tuple = ()) -> Trainer:
+        bundle = build_model("wan", cfg.model.params, torch.device("cpu"))
+        sync = {"wrap_module": fsdp2_role_wrapper(ctx, activation_checkpointing=True)} if sharded else {
+            "grad_sync": functools.partial(average_gradients, ctx=ctx)}
+        return Trainer(cfg, bundle, out / name / str(rank), hooks=hooks, progress=False, rank=rank, **sync)
+
+    try:
+        cfg = _config(model)
+        initial = trainer(cfg, "initial", sharded=False)
+        report["initial"] = _flat(initial)
+        replicated = trainer(cfg, "replicated", sharded=False)
+        replicated.fit()
+        report["replicated"] = _flat(replicated)
+        sharded = trainer(cfg, "sharded", sharded=True)
+        fake_name, fake_param = max(sharded.fake.experts[0].named_parameters(), key=lambda item: item[1].shape[0])
+        teacher_param = next(sharded.teacher.module.parameters())
+        report["roles_are_dtensors"] = all(isinstance(p, DTensor) for p in (fake_param, teacher_param))
+        report["shard_rows"] = (fake_param.to_local().shape[0], fake_param.shape[0])
+        sharded.fit()
+        report["sharded"] = _flat(sharded)
+        report["joined_calls"] = sum(m.joined_calls for m in (sharded.teacher.module, sharded.fake.module)
+                                     if isinstance(m, RankSyncedMoE))
+
+        sgts = _config(model, in_phase="sgts", checkpoint={"every": 1, "keep_last": 5})
+        whole = trainer(sgts, "whole", sharded=True)
+        whole.fit()
+        report["whole"] = _flat(whole)
+        try:
+            trainer(sgts, "killed", sharded=True, hooks=(functools.partial(_crash_at, at=4),)).fit()
+        except _Crash:
+            pass
+        resumed = trainer(sgts, "killed", sharded=True)
+        report["resumed_from"] = str(resumed.resume())
+        resumed.fit()
+        report["resumed"] = _flat(resumed)
+        ckpt = torch.load(out / "killed" / str(rank) / "checkpoints" / "ckpt_00000003.pt", weights_only=False)
+        report["ckpt_fake_rows"] = ckpt["fake"][0][fake_name].shape[0]
+        torch.save(report, out / f"report_{rank}.pt")
+    finally:
+        shutdown_distributed()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def reports(tiny_wan22, wan_prompt_cache, tmp_path_factory) -> list[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("fsdp-trainer")
+    model = {"kind": "wan", "architecture": "tiny-wan2.2", "model_path": str(tiny_wan22),
+             "prompt_cache": str(wan_prompt_cache), "resolution": [1, 16, 16]}
+    mp.spawn(_rank_main, args=(_free_port(), model, str(root)), nprocs=WORLD, join=True)
+    return [torch.load(root / f"report_{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+def test_sharded_roles_train_like_replicated_roles_with_averaged_gradients(reports):
+    from pdmd_core.realscale.ddp_check import compare_states
+
+    rank0, rank1 = reports
+    assert rank0["roles_are_dtensors"] and rank1["roles_are_dtensors"]
+    local, full = rank0["shard_rows"]
+    assert local + rank1["shard_rows"][0] == full and local < full  # each rank holds a part of each tensor
+    # the MoE fake / teacher joined another rank's expert call at least once (per-rank t routing differs)
+    assert rank0["joined_calls"] + rank1["joined_calls"] > 0
+    for r in reports:  # the gathered sharded state is the same on every rank
+        assert all(torch.equal(r["sharded"][k], rank0["sharded"][k]) for k in rank0["sharded"])
+    report = compare_states(rank0["sharded"], rank0["replicated"], rank0["initial"])
+    assert report["same_training"], report
+    assert report["max_update"] > 1e-3
+
+
+def test_a_sharded_checkpoint_resumes_like_an_uninterrupted_run(reports):
+    rank0, rank1 = reports
+    assert rank0["resumed_from"].endswith("ckpt_00000003.pt")
+    # rank 0's checkpoint holds full tensors (exportable), rank 1's only its shard
+    assert rank0["ckpt_fake_rows"] == rank0["shard_rows"][1]
+    assert rank1["ckpt_fake_rows"] == rank1["shard_rows"][0]
+    for r in reports:
+        assert r["whole"].keys() == r["resumed"].keys()
+        assert all(torch.equal(r["whole"][k], r["resumed"][k]) for k in r["whole"])
+
+
+def test_rank_synced_moe_equals_moe_velocity_in_one_process():
+    """Without a process group the synced container routes exactly like MoEVelocity (and joins nothing)."""
+    from pdmd_core.models.moe import MoEVelocity
+    from pdmd_core.protocols import Conditioning
+    from pdmd_core.role_sharding import RankSyncedMoE
+
+    torch.manual_seed(0)
+    experts = [torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)]
+
+    class Velocity(torch.nn.Module):
+        def __init__(self, lin: torch.nn.Module) -> None:
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, x, t, cond):
+            return self.lin(x) * t[:, None] + cond.embeds[:, 0]
+
+    wrapped = [Velocity(e) for e in experts]
+    x, embeds = torch.randn(4, 3), torch.randn(4, 2, 3)
+    synced, plain = RankSyncedMoE(wrapped, 0.5), MoEVelocity(wrapped, 0.5)
+    for t in (torch.tensor([0.9, 0.2, 0.7, 0.1]), torch.full((4,), 0.8), torch.full((4,), 0.3)):
+        assert torch.equal(synced(x, t, Conditioning(embeds)), plain(x, t, Conditioning(embeds)))
+    assert synced.joined_calls == 0
