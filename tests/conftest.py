@@ -14,6 +14,16 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 _started_by_suite: dict[str, object] = {}
 
 
+@pytest.fixture(autouse=True)
+def _isolate_flush_denormal():
+    """CPU-tier training turns on flush-to-zero for the whole process (a worker-process setting); undo it so
+    later tests (hypothesis refuses to run in flush-to-zero mode) see the default floating-point behaviour."""
+    yield
+    import torch
+
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     from pdmd_core.infra import slurm_cluster as cluster

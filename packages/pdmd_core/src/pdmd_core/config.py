@@ -239,7 +239,7 @@ class ConfigError(ValueError):
     """A config failed validation; the message names each bad field, its value and what is allowed."""
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid config {source}:"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
@@ -278,7 +278,7 @@ def config_from_dict(data: dict[str, Any], overrides: dict[str, Any] | None = No
     try:
         return DistillConfig.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(format_validation_error(err, source)) from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DistillConfig:

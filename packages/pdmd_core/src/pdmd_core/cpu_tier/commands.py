@@ -24,13 +24,23 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
         """Train a teacher, save it, write reports/teachers/<benchmark>.json; exit 1 if below its quality bar."""
+        from pydantic import ValidationError
+
+        from pdmd_core.config import ConfigError, format_validation_error
         from pdmd_core.cpu_tier.config import load_config
         from pdmd_core.cpu_tier.teacher import train_teacher_from_config
         from pdmd_core.paths import project_root
 
-        cfg = load_config(config)
-        if iterations is not None:
-            cfg.train.iterations = iterations
+        try:
+            cfg = load_config(config)
+            if iterations is not None:
+                cfg.train.iterations = iterations
+        except ValidationError as err:
+            typer.echo(f"error: {format_validation_error(err, '--iterations')}", err=True)
+            raise typer.Exit(2) from None
+        except ConfigError as err:  # exit 2 = bad config (1 = teacher below its quality bar)
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
         root = project_root()
         out = None if output_dir is None else (output_dir if output_dir.is_absolute() else root / output_dir)
         report = train_teacher_from_config(cfg, root, out, progress)
@@ -45,12 +55,17 @@ def register(app: typer.Typer) -> None:
     def _toy1d(config: Path, out_dir: Path, progress: bool) -> None:
         import torch
 
+        from pdmd_core.config import ConfigError
         from pdmd_core.cpu_tier.config import load_config
         from pdmd_core.cpu_tier.subinterval_toy import plot_subinterval_toy, run_subinterval_toy
         from pdmd_core.cpu_tier.train import configure_cpu
         from pdmd_core.paths import project_root
 
-        cfg = load_config(config)
+        try:
+            cfg = load_config(config)
+        except ConfigError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
         if cfg.benchmark != "toy1d" or cfg.subinterval is None:
             typer.echo(f"error: {config} must be a toy1d config with a `subinterval:` section "
                        f"(got benchmark {cfg.benchmark!r})", err=True)

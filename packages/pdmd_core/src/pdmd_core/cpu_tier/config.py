@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pdmd_core.config import ConfigError, format_validation_error
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # validate_assignment: CLI overrides assigned after loading get the same checks as YAML values.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class Toy1dData(_Strict):
@@ -124,10 +127,14 @@ class BenchmarkConfig(_Strict):
 
 
 def load_config(path: str | Path) -> BenchmarkConfig:
+    """Load and validate a benchmark config; raises ConfigError naming every bad key/value."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"benchmark config {path} does not exist")
+        raise ConfigError(f"benchmark config {path} does not exist")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
-        raise ValueError(f"benchmark config {path} must be a YAML mapping, got {type(raw).__name__}")
-    return BenchmarkConfig.model_validate(raw)
+        raise ConfigError(f"benchmark config {path} must be a YAML mapping, got {type(raw).__name__}")
+    try:
+        return BenchmarkConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(path))) from None
