@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_dino
+from eval_helpers import tiny_dino
 from pdmd_eval.backbones import build_lpips
 from pdmd_eval.diversity import mean_pairwise_cosine, mean_pairwise_distance, mean_pairwise_with, vendi_score
 
@@ -76,7 +76,7 @@ def test_lpips_and_raft_load_from_the_weights_folder(tmp_path, monkeypatch):
 
 @pytest.mark.slow  # ~10-20 s on 2 busy cores: Inception-v3 at 299 px on CPU
 def test_inception_features_with_random_weights_feed_fd():
-    from conftest import records
+    from eval_helpers import records
     from pdmd_eval.backbones import InceptionFeatures
     from pdmd_eval.context import EvalContext
     from pdmd_eval.metrics.fidelity import fd_teacher

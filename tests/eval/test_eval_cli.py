@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import records
+from eval_helpers import records
 from pdmd_core.cli import app
 from pdmd_eval.samples import SampleSet, save_sample_set
 from typer.testing import CliRunner

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import translating_video
+from eval_helpers import translating_video
 from pdmd_eval.motion import (
     FARNEBACK_PARAMS,
     RaftFlow,

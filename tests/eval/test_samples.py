@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import records
+from eval_helpers import records
 from pdmd_eval.samples import (
     SampleSet,
     SampleSetError,
