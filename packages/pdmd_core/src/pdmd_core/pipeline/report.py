@@ -301,6 +301,10 @@ def stage_report(params: PipelineParams, layout: Layout) -> str:
              + ", ".join(f"{b} {params.budget(b)}" for b in benches)
              + f"; evaluation: every prompt × {params.eval.seeds_per_prompt} sample seeds, the same for every arm; "
              f"teacher reference: {max(params.eval.teacher_steps)}-step teacher.", "",
+             "Scale: the CPU tier's small teachers, trained by this pipeline, and short distillation runs. A verdict "
+             "says what happens at this scale, not at the paper's. The units of one training seed share one "
+             "trained model, so the CIs cover prompt-to-prompt variation more than run-to-run variation; the "
+             "per-benchmark tables also show set-level metrics with one value per seed.", "",
              "## Summary", "", "| claim | " + " | ".join(benches) + " |", "|---|" + "---|" * len(benches)]
     for claim in C.CLAIMS:
         cells = []
