@@ -84,6 +84,9 @@ def train_benchmark_feature_net(config: BenchmarkConfig, data: LabelledData, fol
         return None, {}
     fc = config.features
     net: nn.Module
+    # Seed before building: the initial weights must not depend on how much of the global RNG stream earlier
+    # work (data generation, a cached or fresh teacher) happened to consume.
+    torch.manual_seed(config.seed)
     if data.kind == "image":
         net = fnets.DigitsFeatureNet(fc.feature_dim, len(data.prompts))
         seconds = fnets.train_feature_net(net, data.to_unit(data.train.x), data.train.labels, fc, config.seed,

@@ -82,6 +82,8 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
 SchedulerType=sched/backfill
+# A requeued job becomes eligible after cred_expire; a 5 s backfill pass starts it soon after.
+SchedulerParameters=bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU={def_mem}

@@ -170,18 +170,17 @@ def _run_local(fn: Callable[[Any], Any], specs: Sequence[Any], names: Sequence[s
 
 
 # ---------------------------------------------------------------------------------------------- slurm
-def slurm_executor(settings: ExecutorSettings, log_dir: Path, profile: SlurmProfile | None = None) -> Any:
+def submitit_slurm_executor(profile: SlurmProfile, folder: Path, name: str) -> Any:
+    """A submitit SLURM executor configured from a profile; each job's logs go to folder/<job id>."""
     import submitit
 
-    check_executor("slurm")
-    profile = profile or load_profile(settings.slurm_profile)
-    executor = submitit.AutoExecutor(folder=str((log_dir / "slurm").resolve() / "%j"), cluster="slurm",
+    executor = submitit.AutoExecutor(folder=str(Path(folder).resolve() / "%j"), cluster="slurm",
                                      slurm_max_num_timeout=profile.max_num_timeout)
     additional = dict(profile.additional)
     if profile.requeue:
         additional.setdefault("requeue", True)
     params: dict[str, Any] = dict(
-        name=settings.job_name, timeout_min=profile.timeout_min, cpus_per_task=profile.cpus_per_task,
+        name=name, timeout_min=profile.timeout_min, cpus_per_task=profile.cpus_per_task,
         nodes=profile.nodes, tasks_per_node=profile.tasks_per_node,
         mem_gb=profile.mem_gb, slurm_array_parallelism=profile.array_parallelism,
         slurm_signal_delay_s=profile.signal_delay_s,
@@ -193,6 +192,12 @@ def slurm_executor(settings: ExecutorSettings, log_dir: Path, profile: SlurmProf
         params["slurm_partition"] = profile.partition
     executor.update_parameters(**params)
     return executor
+
+
+def slurm_executor(settings: ExecutorSettings, log_dir: Path, profile: SlurmProfile | None = None) -> Any:
+    check_executor("slurm")
+    profile = profile or load_profile(settings.slurm_profile)
+    return submitit_slurm_executor(profile, log_dir / "slurm", settings.job_name)
 
 
 def _run_slurm(fn: Callable[[Any], Any], specs: Sequence[Any], names: Sequence[str], settings: ExecutorSettings,

@@ -1,6 +1,6 @@
 """Multi-node, multi-task SLURM profiles for distributed real-scale jobs (submitit).
 
-A distributed profile is the orchestration tier's `SlurmProfile` plus `nodes` and `tasks_per_node` (one task
+A distributed profile is the orchestration tier's `SlurmProfile` with `nodes` and `tasks_per_node` set (one task
 per GPU); every task of the job runs the same function, and `realscale.distributed.init_distributed` turns
 the SLURM environment into a torch.distributed process group.
 """
@@ -11,16 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from pdmd_core.paths import project_root
-from pdmd_core.pipeline.executors import SlurmProfile
+from pdmd_core.pipeline.executors import SlurmProfile, submitit_slurm_executor
 
 
 class DistributedSlurmProfile(SlurmProfile):
-    nodes: int = Field(1, ge=1, description="sbatch --nodes")
-    tasks_per_node: int = Field(1, ge=1, description="ranks per node (one per GPU)")
-
     @property
     def world_size(self) -> int:
         return self.nodes * self.tasks_per_node
@@ -40,21 +37,4 @@ def load_distributed_profile(path: str | Path) -> DistributedSlurmProfile:
 
 def distributed_executor(profile: DistributedSlurmProfile, folder: Path, name: str = "pdmd-realscale") -> Any:
     """A submitit executor whose jobs run `nodes x tasks_per_node` ranks of one function."""
-    import submitit
-
-    executor = submitit.AutoExecutor(folder=str(Path(folder).resolve() / "%j"), cluster="slurm",
-                                     slurm_max_num_timeout=profile.max_num_timeout)
-    additional = dict(profile.additional)
-    if profile.requeue:
-        additional.setdefault("requeue", True)
-    params: dict[str, Any] = dict(
-        name=name, nodes=profile.nodes, tasks_per_node=profile.tasks_per_node, cpus_per_task=profile.cpus_per_task,
-        mem_gb=profile.mem_gb, timeout_min=profile.timeout_min, slurm_signal_delay_s=profile.signal_delay_s,
-        slurm_additional_parameters=additional, slurm_setup=list(profile.setup),
-    )
-    if profile.gpus_per_node:
-        params["gpus_per_node"] = profile.gpus_per_node
-    if profile.partition:
-        params["slurm_partition"] = profile.partition
-    executor.update_parameters(**params)
-    return executor
+    return submitit_slurm_executor(profile, folder, name)
