@@ -38,6 +38,17 @@ def test_unknown_key_and_unknown_arm(tmp_path):
 def test_budget_must_divide_phases(tmp_path):
     base = (ROOT / "experiments/presets/smoke.yaml").read_text().replace("iterations: 8", "iterations: 6")
     (tmp_path / "p.yaml").write_text(base)
-    params = load_params(tmp_path / "p.yaml")
     with pytest.raises(ParamsError, match="not divisible by the 4 phases of arm 'phased_k4'"):
-        resolve_run_config(params, "mog2d", "phased_k4", 0, MODEL)
+        load_params(tmp_path / "p.yaml")  # checked for every benchmark × arm when the params are loaded
+
+
+def test_bad_arm_value_is_reported_at_load_naming_benchmark_arm_and_field(tmp_path):
+    import yaml
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["arms"]["phased_k4"]["shift"] = 0
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ParamsError) as err:
+        load_params(tmp_path / "p.yaml")
+    message = str(err.value)
+    assert "phased_k4" in message and "shift = 0" in message and "greater than 0" in message

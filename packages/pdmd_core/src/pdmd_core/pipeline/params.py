@@ -112,7 +112,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> PipelineParams:
     if not isinstance(data, dict):
         raise ParamsError(f"params file {path}: top level must be a mapping, got {type(data).__name__}")
     try:
-        return PipelineParams.model_validate(data)
+        params = PipelineParams.model_validate(data)
     except ValidationError as err:
         lines = [f"invalid params file {path}:"]
         for e in err.errors():
@@ -122,6 +122,21 @@ def load_params(path: str | Path = PARAMS_FILE) -> PipelineParams:
             else:
                 lines.append(f"  {loc} = {e.get('input')!r}: {e['msg']}")
         raise ParamsError("\n".join(lines)) from None
+    _validate_arm_configs(params, path)
+    return params
+
+
+def _validate_arm_configs(params: PipelineParams, path: Path) -> None:
+    """Every benchmark × arm run config must validate when the params are loaded, before any stage looks for its
+    inputs, so a bad arm value is reported as itself and not hidden behind a missing teacher."""
+    from pdmd_core.config import ConfigError
+
+    for name, bench in params.benchmarks.items():
+        for arm in bench.arms:
+            try:
+                resolve_run_config(params, name, arm, params.seeds[0], model={"kind": "validation-only"})
+            except ConfigError as err:
+                raise ParamsError(f"params file {path}: {err}") from None
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
