@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from pdmd_core.guidance import CFGForm, combine, guided_velocity, needs_uncond
 from pdmd_core.models.mlp import MLPVelocity, RandomPromptSource
 

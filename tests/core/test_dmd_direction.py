@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 from core_toy_nets import gaussian_marginal, gaussian_velocity, velocity_from_marginal
+
 from pdmd_core.dmd import dmd_gradient_normalized, dmd_gradient_weighted, surrogate_loss
 from pdmd_core.flow import transition
 

@@ -9,12 +9,13 @@ from typing import Any
 
 import core_toy_nets
 import pytest
+from typer.testing import CliRunner
+
 from pdmd_core.cli import app
 from pdmd_core.config import config_from_dict
 from pdmd_core.dry_run import build_dry_run_bundle, describe_run
 from pdmd_core.models import build_model
 from pdmd_core.roles import GeneratorExperts
-from typer.testing import CliRunner
 
 MLP = {"dim": 4, "hidden": 16, "depth": 1, "cond_dim": 4, "moe_boundary": 0.875}
 CONFIG = """\

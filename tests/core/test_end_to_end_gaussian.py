@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 from core_toy_nets import GaussianFamilyVelocity, NoPrompts
+
 from pdmd_core.config import config_from_dict
 from pdmd_core.models.registry import ModelBundle
 from pdmd_core.trainer import Trainer

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from pdmd_core.cli import app
 from pdmd_core.models import ModelBundle, available_models, build_model
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from pdmd_core.flow import (
     COSINE_VP,
     dmd_weight,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from pdmd_core.config import config_from_dict
 from pdmd_core.models import build_model
 from pdmd_core.models.moe import MoEVelocity

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pdmd_core.config import ConfigError, config_from_dict, load_config
 from pdmd_core.flow import shift_time, unshift_time
 from pdmd_core.schedules import (

@@ -11,6 +11,7 @@ import math
 
 import torch
 from core_toy_nets import gaussian_velocity
+
 from pdmd_core.flow import (
     naive_subinterval_target,
     subinterval_velocity_target,

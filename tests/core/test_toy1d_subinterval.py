@@ -12,13 +12,14 @@ from __future__ import annotations
 import pytest
 import torch
 from core_toy_nets import ToyVelocityMLP, atoms_velocity
+from scipy.stats import wasserstein_distance
+
 from pdmd_core.flow import (
     naive_subinterval_target,
     subinterval_loss_weight,
     subinterval_velocity_target,
     transition,
 )
-from scipy.stats import wasserstein_distance
 
 ATOMS = torch.tensor([-1.0, 0.0, 1.0, 2.0])
 S = 0.5

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 from core_toy_nets import ElementwiseVelocity, NoPrompts
+
 from pdmd_core import roles
 from pdmd_core.config import config_from_dict
 from pdmd_core.models import ModelBundle, build_model

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from pdmd_core.checkpoint import list_checkpoints
 from pdmd_core.config import config_from_dict
 from pdmd_core.models import build_model

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pdmd_core.cli import app
-from pdmd_core.cpu_tier.config import BenchmarkConfig, load_config
 from pydantic import ValidationError
 from typer.testing import CliRunner
+
+from pdmd_core.cli import app
+from pdmd_core.cpu_tier.config import BenchmarkConfig, load_config
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "experiments" / "benchmarks"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from pdmd_core.cpu_tier.config import DigitsData, Mog2dData, MovingDigitsData, Toy1dData
 from pdmd_core.cpu_tier.data import benchmark_prompts, build_dataset
 from pdmd_core.cpu_tier.data.mog2d import mode_centres

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from pdmd_core.cpu_tier.config import BenchmarkConfig, FeatureNetConfig
 from pdmd_core.cpu_tier.data import build_dataset
 from pdmd_core.cpu_tier.features import (

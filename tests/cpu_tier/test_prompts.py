@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from pdmd_core.cpu_tier.prompts import TokenTableEncoder
 from pdmd_core.protocols import PromptEncoder
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from pdmd_core.cpu_tier.config import BenchmarkConfig, SubintervalConfig
 from pdmd_core.cpu_tier.subinterval_toy import objective_terms, run_subinterval_toy
 from pdmd_core.cpu_tier.teacher import train_teacher_from_config

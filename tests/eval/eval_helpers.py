@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from pdmd_eval.backbones import ClipEmbedder, DinoEmbedder, LpipsDistance, build_lpips
 from pdmd_eval.samples import SampleRecord, SampleSet
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 from eval_helpers import tiny_dino
+
 from pdmd_eval.backbones import build_lpips
 from pdmd_eval.diversity import mean_pairwise_cosine, mean_pairwise_distance, mean_pairwise_with, vendi_score
 
@@ -58,9 +59,10 @@ def test_dino_identical_images_have_cosine_one(v3):
 
 def test_lpips_and_raft_load_from_the_weights_folder(tmp_path, monkeypatch):
     import torchvision
+    from torchvision.models.optical_flow import raft_small
+
     from pdmd_eval.backbones import load_lpips
     from pdmd_eval.context import _loaders
-    from torchvision.models.optical_flow import raft_small
 
     (tmp_path / "lpips").mkdir()
     (tmp_path / "raft").mkdir()
@@ -77,11 +79,12 @@ def test_lpips_and_raft_load_from_the_weights_folder(tmp_path, monkeypatch):
 @pytest.mark.slow  # ~10-20 s on 2 busy cores: Inception-v3 at 299 px on CPU
 def test_inception_features_with_random_weights_feed_fd():
     from eval_helpers import records
+    from torchvision.models import inception_v3
+
     from pdmd_eval.backbones import InceptionFeatures
     from pdmd_eval.context import EvalContext
     from pdmd_eval.metrics.fidelity import fd_teacher
     from pdmd_eval.samples import SampleSet
-    from torchvision.models import inception_v3
 
     torch.manual_seed(0)
     inc = InceptionFeatures(inception_v3(weights=None, aux_logits=True, init_weights=False))

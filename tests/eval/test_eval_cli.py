@@ -5,9 +5,10 @@ from pathlib import Path
 
 import numpy as np
 from eval_helpers import records
+from typer.testing import CliRunner
+
 from pdmd_core.cli import app
 from pdmd_eval.samples import SampleSet, save_sample_set
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from eval_helpers import records, tiny_dino, translating_video
+
 from pdmd_eval.evaluate import compare, default_metrics, evaluate, load_results, save_results
 from pdmd_eval.features import load_feature_net
 from pdmd_eval.registry import DOWN, UP, available_metrics, get_metric

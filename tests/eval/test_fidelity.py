@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
-from pdmd_eval.fidelity import frechet_distance, frechet_distance_from_stats, gaussian_stats, knn_precision_recall
 from scipy import linalg
+
+from pdmd_eval.fidelity import frechet_distance, frechet_distance_from_stats, gaussian_stats, knn_precision_recall
 
 
 def test_frechet_distance_of_a_set_to_itself_is_zero():
@@ -80,8 +81,9 @@ def test_knn_recall_drops_when_fake_collapses_to_one_mode():
 
 
 def test_knn_radii_chunking_matches_full_matrix(monkeypatch):
-    from pdmd_eval import fidelity
     from scipy.spatial.distance import cdist
+
+    from pdmd_eval import fidelity
 
     x = np.random.default_rng(7).normal(size=(30, 4))
     full = np.sort(cdist(x, x), axis=1)[:, 2]

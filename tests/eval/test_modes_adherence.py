@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from pdmd_eval.adherence import class_labels, classifier_hits, clip_scores
 from pdmd_eval.modes import (
     mixture_from_extras,

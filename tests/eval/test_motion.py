@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from eval_helpers import translating_video
+
 from pdmd_eval.motion import (
     FARNEBACK_PARAMS,
     RaftFlow,

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 from eval_helpers import records
+
 from pdmd_eval.samples import (
     SampleSet,
     SampleSetError,

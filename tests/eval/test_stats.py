@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
-from pdmd_eval.stats import bootstrap_ci, paired_comparison, ratio_of_means_ci
 from scipy import stats as sps
+
+from pdmd_eval.stats import bootstrap_ci, paired_comparison, ratio_of_means_ci
 
 
 def test_bootstrap_ci_brackets_the_mean_and_matches_t_interval_for_normal_data():

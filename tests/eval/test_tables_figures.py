@@ -2,6 +2,7 @@ import csv
 
 import numpy as np
 from eval_helpers import records
+
 from pdmd_eval.figures import diversity_fidelity_scatter, motion_bars, sample_grid, video_strip, write_gif
 from pdmd_eval.registry import DOWN, UP, MetricResult
 from pdmd_eval.samples import SampleSet

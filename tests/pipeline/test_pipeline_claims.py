@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from pdmd_core.pipeline import claims as C
 from pdmd_core.pipeline.report import evaluate_claims, paired, unit_values
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from pdmd_core.infra.mlflow_server import free_port, healthy
 from pdmd_core.infra.processes import wait_for
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from pdmd_core.pipeline import claims as C
 from pdmd_core.pipeline.jobs import flatten
 from pdmd_core.pipeline.sandbox import make_sandbox, repro

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pipeline_toyjobs import picky, square
+
 from pdmd_core.pipeline.executors import (
     ExecutorSettings,
     JobsFailed,
@@ -14,7 +16,6 @@ from pdmd_core.pipeline.executors import (
     load_profile,
     run_jobs,
 )
-from pipeline_toyjobs import picky, square
 
 ROOT = Path(__file__).resolve().parents[2]
 

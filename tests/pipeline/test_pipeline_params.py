@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from pdmd_core.pipeline.params import ParamsError, load_params, resolve_run_config
 
 ROOT = Path(__file__).resolve().parents[2]

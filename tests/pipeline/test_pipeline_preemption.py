@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from pdmd_core.checkpoint import latest_checkpoint, load_checkpoint
 from pdmd_core.config import config_from_dict
 from pdmd_core.pipeline.executors import ExecutorSettings, SlurmProfile, slurm_executor

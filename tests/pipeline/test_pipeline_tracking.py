@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from pdmd_core.infra import mlflow_server
 from pdmd_core.pipeline.tracking import Spool, Tracker, replay
 

@@ -27,6 +27,7 @@ def _one_thread():
 def tiny_wan22(tmp_path_factory) -> Path:
     """A Wan2.2-style two-expert base model folder (boundary 0.875) with a tiny UMT5 text encoder."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
     from pdmd_core.realscale.tiny import tiny_tokenizer, tiny_umt5_encoder, tiny_wan_transformer, tiny_wan_vae
 
     root = tmp_path_factory.mktemp("tiny-wan22")
@@ -41,6 +42,7 @@ def tiny_wan22(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory) -> Path:
     from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline
+
     from pdmd_core.realscale.tiny import tiny_qwen25vl_encoder, tiny_qwen_transformer, tiny_qwen_vae, tiny_tokenizer
 
     root = tmp_path_factory.mktemp("tiny-qwen")
@@ -54,6 +56,7 @@ def tiny_qwen(tmp_path_factory) -> Path:
 
 def _cache(base: Path, family: str, out: Path, **kwargs) -> Path:
     from diffusers import QwenImagePipeline, WanPipeline
+
     from pdmd_core.realscale.text_cache import encode_prompts, save_prompt_embeddings
 
     if family == "wan":
@@ -78,6 +81,7 @@ def qwen_prompt_cache(tiny_qwen, tmp_path_factory) -> Path:
 def tiny_wan22_i2v(tmp_path_factory) -> Path:
     """A Wan2.2-I2V-style two-expert base model folder (boundary 0.9; 3 x z_dim input channels)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+
     from pdmd_core.realscale.tiny import (
         TINY_Z_DIM,
         tiny_tokenizer,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from pdmd_core.flow import euler_step
 from pdmd_core.protocols import Conditioning
 from pdmd_core.realscale.qwen_image import QwenImageVelocity, image_shapes, pack_latents, unpack_latents

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from pdmd_core.realscale.ddp_check import compare_states
 from pdmd_core.realscale.distributed import (
     DistContext,

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from pdmd_core.realscale.ddp_check import compare_states, train_fake_score_steps
 from pdmd_core.realscale.slurm import distributed_executor, load_distributed_profile
 
@@ -55,6 +56,7 @@ def test_trainer_ranks_in_a_two_task_job_stay_identical_replicas(slurm_cluster, 
                                                                  wan_prompt_cache):
     """The trainer under SLURM: each rank draws its own batch, averaged gradients keep replicas bitwise equal."""
     import yaml
+
     from pdmd_core.realscale.launch import submit_training, train_rank
 
     cfg = {"method": "phased", "num_steps": 4, "shift": 5.0, "phases": 2, "iterations": 2, "batch_size": 2,

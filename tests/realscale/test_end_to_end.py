@@ -11,12 +11,13 @@ import json
 import pytest
 import torch
 import yaml
+from typer.testing import CliRunner
+
 from pdmd_core.cli import app
 from pdmd_core.realscale.export import ExportManifest
 from pdmd_core.realscale.pipelines import load_student_pipeline
 from pdmd_core.realscale.student_io import load_student
 from pdmd_core.realscale.text_cache import CachedPromptEncoder
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.slow
 

@@ -57,6 +57,8 @@ def _rank_main(rank: int, port: int, model: dict[str, Any], root: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    from torch.distributed.tensor import DTensor
+
     from pdmd_core.models.registry import build_model
     from pdmd_core.realscale.distributed import (
         average_gradients,
@@ -66,7 +68,6 @@ def _rank_main(rank: int, port: int, model: dict[str, Any], root: str) -> None:
     )
     from pdmd_core.role_sharding import RankSyncedMoE
     from pdmd_core.trainer import Trainer
-    from torch.distributed.tensor import DTensor
 
     ctx = init_distributed(device_type="cpu")
     out = Path(root)

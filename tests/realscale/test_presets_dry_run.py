@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from pdmd_core.cli import app
 from pdmd_core.config import load_config
 from pdmd_core.realscale.architectures import get_architecture
-from typer.testing import CliRunner
 
 PRESETS = sorted((Path(__file__).resolve().parents[2] / "experiments" / "realscale").glob("*.yaml"))
 EXPECTED_BASES = {"wan22_t2v_a14b", "wan22_i2v_a14b", "qwen_image", "wan21_t2v_1p3b"}

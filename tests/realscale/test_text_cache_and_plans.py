@@ -6,6 +6,7 @@ import types
 
 import pytest
 import torch
+
 from pdmd_core.realscale.architectures import ARCHITECTURES, get_architecture, latent_shape
 from pdmd_core.realscale.memory_plan import GIB, plan_memory
 from pdmd_core.realscale.models import RealScaleParams

@@ -12,6 +12,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pdmd_core import checkpoint
 from pdmd_core.checkpoint import (
     TEMP_PREFIX,

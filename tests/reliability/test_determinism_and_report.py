@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from pdmd_core.cli import app
 from pdmd_core.reliability.scenarios import generator_state, pdmd, run_config, same_parameters, write_config
-from typer.testing import CliRunner
 
 
 @pytest.mark.slow

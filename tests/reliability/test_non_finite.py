@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from pdmd_core.checkpoint import latest_checkpoint, load_checkpoint
 from pdmd_core.config import config_from_dict
 from pdmd_core.models.registry import build_model
@@ -136,9 +137,10 @@ def test_skip_policy_is_off_by_default_and_validated() -> None:
 
 
 def test_pdmd_train_reports_the_stop_and_exits_3(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
     from pdmd_core.cli import app
     from pdmd_core.reliability.scenarios import write_config
-    from typer.testing import CliRunner
 
     cfg = write_config(tmp_path / "run.yaml", run_config(model=_faulty([(3, "generator")], "inf")))
     result = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "run")])

@@ -191,13 +191,12 @@ def run_sample_png(sset: Any, path: Path) -> Path:
 def _log_run_artifacts(params: PipelineParams, benchmark: str, layout: Layout, results: dict[str, dict[str, Any]],
                        values: dict[str, dict[str, dict[UnitKey, float]]], dirs: dict[str, str]) -> None:
     """Per child run: its sample grid PNG (and a GIF for video), its table rows as CSV."""
+    from pdmd_core.pipeline.stages import read_json
+    from pdmd_core.pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
     from pdmd_eval.figures import write_gif
     from pdmd_eval.registry import MetricResult
     from pdmd_eval.samples import load_sample_set
     from pdmd_eval.tables import Row, write_csv
-
-    from pdmd_core.pipeline.stages import read_json
-    from pdmd_core.pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
 
     sweep = read_json(layout.distill(benchmark) / "sweep.json")
     uri = resolve_tracking_uri(params.tracking_uri, layout.root)
@@ -235,11 +234,10 @@ def run_facts(params: PipelineParams, benchmark: str, layout: Layout) -> dict[st
 
 
 def stage_tables(params: PipelineParams, benchmark: str, layout: Layout) -> list[dict[str, Any]]:
+    from pdmd_core.pipeline.stages import read_json, reference_name
     from pdmd_eval.figures import diversity_fidelity_scatter, motion_bars, sample_grid
     from pdmd_eval.samples import load_sample_set
     from pdmd_eval.tables import Row, write_tables
-
-    from pdmd_core.pipeline.stages import read_json, reference_name
 
     info = read_json(layout.data(benchmark) / "info.json")
     kind = info["kind"]

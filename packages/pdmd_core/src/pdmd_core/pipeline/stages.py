@@ -88,9 +88,8 @@ def read_json(path: Path) -> Any:
 
 # ------------------------------------------------------------------------------------------------ data
 def stage_data(params: PipelineParams, benchmark: str, layout: Layout) -> dict[str, Any]:
-    from pdmd_eval.samples import SampleRecord, SampleSet, save_sample_set
-
     from pdmd_core.cpu_tier.data import build_dataset
+    from pdmd_eval.samples import SampleRecord, SampleSet, save_sample_set
 
     cfg = benchmark_config(params, benchmark, layout.root)
     data = build_dataset(cfg.data, cfg.seed)
@@ -317,6 +316,7 @@ def reference_name(params: PipelineParams) -> str:
 def per_prompt_fd(ctx: Any, extractor: str) -> tuple[list[Any], list[float]]:
     """Fréchet distance to the teacher within each prompt (same features as pdmd_eval's fd_teacher)."""
     import numpy as np
+
     from pdmd_eval.fidelity import frechet_distance
     from pdmd_eval.samples import group_by_prompt
 
@@ -335,15 +335,15 @@ def per_prompt_fd(ctx: Any, extractor: str) -> tuple[list[Any], list[float]]:
 def stage_evaluate(params: PipelineParams, benchmark: str, layout: Layout) -> dict[str, Any]:
     import numpy as np
     import torch
+    from tqdm.auto import tqdm
+
+    from pdmd_core.cpu_tier.teacher import FEATURES_FILE
+    from pdmd_core.pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
     from pdmd_eval.context import EvalContext
     from pdmd_eval.evaluate import default_metrics, evaluate
     from pdmd_eval.features import load_feature_net
     from pdmd_eval.registry import DOWN
     from pdmd_eval.samples import load_sample_set
-    from tqdm.auto import tqdm
-
-    from pdmd_core.cpu_tier.teacher import FEATURES_FILE
-    from pdmd_core.pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
 
     torch.set_num_threads(params.torch_threads)
     info = read_json(layout.data(benchmark) / "info.json")

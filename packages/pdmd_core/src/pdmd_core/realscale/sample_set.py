@@ -21,8 +21,9 @@ def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 def sample_to_set(export: Path, model_path: str, prompt_cache: Path, out: Path, resolution: tuple[int, int, int],
                   seeds: list[int], prompt_ids: list[int] | None, method: str, device: str = "cpu",
                   dtype: torch.dtype = torch.float32) -> int:
-    from pdmd_eval.samples import SampleRecord, SampleSet, save_sample_set
     from safetensors.torch import save_file
+
+    from pdmd_eval.samples import SampleRecord, SampleSet, save_sample_set
 
     manifest = ExportManifest.read(export)
     arch = get_architecture(manifest.extras["architecture"])
