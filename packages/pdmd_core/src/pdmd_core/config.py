@@ -239,8 +239,9 @@ class ConfigError(ValueError):
     """A config failed validation; the message names each bad field, its value and what is allowed."""
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid config {source}:"]
+def format_validation_error(err: ValidationError, source: str, kind: str = "config") -> str:
+    """One line per error naming the field, its value and what is allowed; `kind` names what was read."""
+    lines = [f"invalid {kind} {source}:"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         if not loc:  # cross-field check: its message names the fields and values

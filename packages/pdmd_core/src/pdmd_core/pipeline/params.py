@@ -114,14 +114,9 @@ def load_params(path: str | Path = PARAMS_FILE) -> PipelineParams:
     try:
         params = PipelineParams.model_validate(data)
     except ValidationError as err:
-        lines = [f"invalid params file {path}:"]
-        for e in err.errors():
-            loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-            if e["type"] == "extra_forbidden":
-                lines.append(f"  unknown key '{loc}'")
-            else:
-                lines.append(f"  {loc} = {e.get('input')!r}: {e['msg']}")
-        raise ParamsError("\n".join(lines)) from None
+        from pdmd_core.config import format_validation_error
+
+        raise ParamsError(format_validation_error(err, str(path), kind="params file")) from None
     _validate_arm_configs(params, path)
     return params
 
