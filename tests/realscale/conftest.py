@@ -99,3 +99,27 @@ def tiny_wan22_i2v(tmp_path_factory) -> Path:
         transformer_2=tiny_wan_transformer(4, in_channels=channels), boundary_ratio=0.9)
     pipe.save_pretrained(root / "base")
     return root / "base"
+
+
+@pytest.fixture(scope="session")
+def tiny_wan22_ti2v(tmp_path_factory) -> Path:
+    """A Wan2.2-TI2V-5B-style base model folder: one transformer (in/out channels = z_dim), the Wan2.2 VAE
+    layout (residual, 2x2 patchify, 16x spatial), saved as diffusers saves TI2V (WanPipeline, expand_timesteps)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    from pdmd_core.realscale.tiny import (
+        TINY_TI2V_Z_DIM,
+        tiny_tokenizer,
+        tiny_umt5_encoder,
+        tiny_wan22_vae,
+        tiny_wan_transformer,
+    )
+
+    root = tmp_path_factory.mktemp("tiny-wan22-ti2v")
+    tokenizer = tiny_tokenizer(PROMPTS)
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=tiny_umt5_encoder(1, len(tokenizer)), vae=tiny_wan22_vae(2),
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+                       transformer=tiny_wan_transformer(3, in_channels=TINY_TI2V_Z_DIM, out_channels=TINY_TI2V_Z_DIM),
+                       expand_timesteps=True)
+    pipe.save_pretrained(root / "base")
+    return root / "base"

@@ -2,8 +2,9 @@
 
 One spawned pair of processes runs, on both ranks: the trainer with replicated roles and averaged gradients
 (`grad_sync`, DDP semantics), the same trainer with every role sharded by `fsdp2_role_wrapper` (+ activation
-checkpointing), and a sharded SGTS-in-phase run that is killed after a checkpoint and resumed. Rank 0 writes
-what it measured to a file the test checks.
+checkpointing), the same sharded trainer on transformers built empty whose ranks read only their shards from the
+safetensors (`weights: sharded`), and a sharded SGTS-in-phase run that is killed after a checkpoint and resumed.
+Rank 0 writes what it measured to a file the test checks.
 """
 
 from __future__ import annotations
@@ -44,6 +45,18 @@ def _flat(trainer: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in gather_for_checkpoint(state, keep_full=True).items()}
 
 
+def _teacher_probe() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(2, 4, 1, 2, 2, generator=g), torch.tensor([0.95, 0.3])  # one sample per MoE expert
+
+
+def _run_probe(trainer: Any, probe: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The teacher's guided velocity on fixed inputs (collective when the teacher is sharded)."""
+    cond, null = trainer.bundle.prompt_source.sample(2, torch.Generator().manual_seed(3))
+    x, t = probe
+    return trainer.teacher.velocity(x, t, cond, null).detach().clone()
+
+
 class _Crash(RuntimeError):
     pass
 
@@ -80,7 +93,7 @@ def _rank_main(rank: int, port: int, model: dict[str, Any], root: str) -> None:
         return Trainer(cfg, bundle, out / name / str(rank), hooks=hooks, progress=False, rank=rank, **sync)
 
     try:
-        cfg = _config(model)
+        cfg = _config({**model, "weights": "full"})
         initial = trainer(cfg, "initial", sharded=False)
         report["initial"] = _flat(initial)
         replicated = trainer(cfg, "replicated", sharded=False)
@@ -96,7 +109,21 @@ def _rank_main(rank: int, port: int, model: dict[str, Any], root: str) -> None:
         report["joined_calls"] = sum(m.joined_calls for m in (sharded.teacher.module, sharded.fake.module)
                                      if isinstance(m, RankSyncedMoE))
 
-        sgts = _config(model, in_phase="sgts", checkpoint={"every": 1, "keep_last": 5})
+        # the same run with every transformer built empty and each rank reading only its shards from safetensors
+        empty_cfg = _config({**model, "weights": "sharded"})
+        empty_bundle = build_model("wan", empty_cfg.model.params, torch.device("cpu"))
+        report["bundle_was_empty"] = all(p.is_meta for e in empty_bundle.teacher_experts for p in e.parameters())
+        from_shards = Trainer(empty_cfg, empty_bundle, out / "from_shards" / str(rank), progress=False, rank=rank,
+                              wrap_module=fsdp2_role_wrapper(ctx, activation_checkpointing=True))
+        report["from_shards_local_rows"] = dict(from_shards.fake.experts[0].named_parameters())[
+            fake_name].to_local().shape[0]
+        report["from_shards_initial"] = _flat(from_shards)
+        probe = _teacher_probe()
+        report["teacher_outputs"] = [_run_probe(t, probe) for t in (initial, from_shards)]
+        from_shards.fit()
+        report["from_shards"] = _flat(from_shards)
+
+        sgts = _config({**model, "weights": "full"}, in_phase="sgts", checkpoint={"every": 1, "keep_last": 5})
         whole = trainer(sgts, "whole", sharded=True)
         whole.fit()
         report["whole"] = _flat(whole)
@@ -110,6 +137,9 @@ def _rank_main(rank: int, port: int, model: dict[str, Any], root: str) -> None:
         report["resumed"] = _flat(resumed)
         ckpt = torch.load(out / "killed" / str(rank) / "checkpoints" / "ckpt_00000003.pt", weights_only=False)
         report["ckpt_fake_rows"] = ckpt["fake"][0][fake_name].shape[0]
+        lora_name, lora_param = max(resumed.generator._owned(1), key=lambda item: item[1].shape[0])
+        report["generator_rows"] = (lora_param.to_local().shape[0], lora_param.shape[0])
+        report["ckpt_generator_rows"] = ckpt["generator"][1][lora_name].shape[0]
         torch.save(report, out / f"report_{rank}.pt")
     finally:
         shutdown_distributed()
@@ -146,12 +176,27 @@ def test_sharded_roles_train_like_replicated_roles_with_averaged_gradients(repor
     assert report["max_update"] > 1e-3
 
 
+def test_roles_built_empty_and_read_shard_by_shard_train_exactly_like_roles_loaded_whole(reports):
+    rank0, rank1 = reports
+    assert rank0["bundle_was_empty"] and rank1["bundle_was_empty"]  # no rank ever held a whole transformer
+    assert rank0["from_shards_local_rows"] + rank1["from_shards_local_rows"] == rank0["shard_rows"][1]
+    for r in reports:
+        whole, from_shards = r["teacher_outputs"]
+        assert torch.equal(whole, from_shards)  # teacher weights and rotary buffers as from_pretrained's
+        for key, value in r["initial"].items():  # fake = teacher copy, LoRA adapters from the same seeded init
+            assert torch.equal(r["from_shards_initial"][key], value), key
+        for key, value in r["sharded"].items():
+            assert torch.equal(r["from_shards"][key], value), key
+
+
 def test_a_sharded_checkpoint_resumes_like_an_uninterrupted_run(reports):
     rank0, rank1 = reports
     assert rank0["resumed_from"].endswith("ckpt_00000003.pt")
-    # rank 0's checkpoint holds full tensors (exportable), rank 1's only its shard
-    assert rank0["ckpt_fake_rows"] == rank0["shard_rows"][1]
+    # every rank's checkpoint holds only its shard of the fake scores; the generator (export) is full on rank 0
+    assert rank0["ckpt_fake_rows"] == rank0["shard_rows"][0]
     assert rank1["ckpt_fake_rows"] == rank1["shard_rows"][0]
+    assert rank0["ckpt_generator_rows"] == rank0["generator_rows"][1]
+    assert rank1["ckpt_generator_rows"] == rank1["generator_rows"][0]
     for r in reports:
         assert r["whole"].keys() == r["resumed"].keys()
         assert all(torch.equal(r["whole"][k], r["resumed"][k]) for k in r["whole"])

@@ -14,9 +14,10 @@ What sharding needs from the loop, and how this module provides it:
   forward all-gathers and the backward reduce-scatters then match). SGTS exit steps are drawn from a generator
   shared by all ranks (`shared_draw_seed`), so one exit step holds for the whole global batch (as it does for
   a single process's batch).
-- Checkpoints (`gather_for_checkpoint`): the sharded tensors of the trainer's state (roles, optimiser moments,
-  EMA) are all-gathered; rank 0 keeps full tensors (its checkpoint loads like an unsharded one: export,
-  `Student.from_checkpoint`), every other rank keeps only its own shard (1/N of the size). Loading
+- Checkpoints: the generator experts' tensors and their EMA are all-gathered (`gather_for_checkpoint`) and rank 0
+  keeps them full (export and `Student.from_checkpoint` read rank 0's checkpoint like an unsharded one); the
+  rest — fake scores, optimiser moments — stays sharded on every rank (`local_shards`, no communication): two
+  14B fp32 fake scores and their AdamW moments gathered into one process would not fit. Loading
   (`as_shard_of`, `copy_into`, `shard_optimizer_state`) turns a full tensor or this rank's shard back into the
   parameter's DTensor without communication, so resuming needs the same number of ranks.
 """
@@ -109,6 +110,27 @@ def wrap_roles(teacher: Teacher, fake: FakeScore, generator: GeneratorExperts, w
     generator.set_trainable(sorted(generator._trainable))
 
 
+def materialize_modules(modules: list[nn.Module], materialize: Callable[[nn.Module, torch.device], None] | None,
+                        device: torch.device) -> int:
+    """Fill every module that still holds empty (meta) parameters with a bundle's `materialize`, once each.
+    Without a `materialize` (a dry run's meta bundle) nothing is filled. Returns the modules filled."""
+    if materialize is None:
+        return 0
+    filled: set[int] = set()
+    for module in modules:
+        if id(module) not in filled and any(p.is_meta for p in module.parameters()):
+            materialize(module, device)
+            filled.add(id(module))
+    return len(filled)
+
+
+def materialize_roles(fake: FakeScore, generator: GeneratorExperts,
+                      materialize: Callable[[nn.Module, torch.device], None] | None, device: torch.device) -> int:
+    """`materialize_modules` over every role module — after `wrap_roles`, so each rank allocates and reads only
+    its own shards. The teacher's experts are the fake's sources."""
+    return materialize_modules([*fake._sources, *fake.experts, *generator.modules()], materialize, device)
+
+
 def has_sharded_parameters(modules: list[nn.Module]) -> bool:
     return any(isinstance(p, DTensor) for m in modules for p in m.parameters())
 
@@ -131,6 +153,17 @@ def gather_for_checkpoint(state: Any, keep_full: bool | None = None) -> Any:
         return {k: gather_for_checkpoint(v, keep_full) for k, v in state.items()}
     if isinstance(state, list | tuple):
         return type(state)(gather_for_checkpoint(v, keep_full) for v in state)
+    return state
+
+
+def local_shards(state: Any) -> Any:
+    """Copy of `state` with every DTensor replaced by this rank's shard on the CPU. No communication."""
+    if isinstance(state, DTensor):
+        return state.to_local().detach().cpu().clone()
+    if isinstance(state, dict):
+        return {k: local_shards(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(local_shards(v) for v in state)
     return state
 
 

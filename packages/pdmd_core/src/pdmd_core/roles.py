@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
@@ -231,6 +233,25 @@ class GeneratorExperts:
     def adapter_name(e: int) -> str:
         return f"expert{e}"
 
+    @torch.no_grad()
+    def initialise_adapters(self, seed: int) -> None:
+        """peft's default LoRA init (A ~ kaiming-uniform(a=√5), B = 0), drawn from a generator seeded per tensor
+        name: the same values whether the backbone was built whole, sharded, or empty and filled later (meta
+        tensors of a dry run are left alone)."""
+        if self.kind == "full":
+            return
+        for e in range(len(self.experts)):
+            for name, param in self._owned(e):
+                if param.is_meta:
+                    continue
+                value = torch.zeros(param.shape, dtype=param.dtype)
+                if ".lora_A." in name:
+                    draw = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+                    nn.init.kaiming_uniform_(value, a=math.sqrt(5), generator=draw)
+                elif ".lora_B." not in name:
+                    raise ValueError(f"no initialisation rule for adapter tensor {name!r} (LoRA A/B only)")
+                copy_into(param, value)
+
     # ---- which parameters train
     def _owned(self, e: int) -> list[tuple[str, nn.Parameter]]:
         """The parameters that belong to expert e alone (full weights, or its adapter tensors)."""
@@ -283,8 +304,12 @@ class GeneratorExperts:
             else:
                 raise KeyError(f"checkpoint holds '{name}', which expert {e} does not have")
 
+    def modules(self) -> list[nn.Module]:
+        """The modules holding the experts' weights: the full experts, or the LoRA-carrying backbones."""
+        return list(self.experts if self.kind == "full" else self.backbones)
+
     def total_parameters(self) -> int:
-        mods = self.experts if self.kind == "full" else self.backbones
+        mods = self.modules()
         return sum(count_parameters(list(m.parameters())) for m in mods)
 
 

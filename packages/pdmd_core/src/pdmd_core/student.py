@@ -22,6 +22,7 @@ from pdmd_core.checkpoint import load_checkpoint
 from pdmd_core.config import DistillConfig
 from pdmd_core.models.registry import ModelBundle, build_model
 from pdmd_core.protocols import Conditioning
+from pdmd_core.role_sharding import materialize_modules
 from pdmd_core.roles import EMA, GeneratorExperts
 from pdmd_core.rollout import transport_step
 
@@ -56,6 +57,7 @@ class Student:
                 raise ValueError(f"checkpoint {path} has no `model` section; pass bundle=")
             bundle = build_model(cfg.model.kind, cfg.model.params, device)
         gen = GeneratorExperts(bundle, cfg)
+        materialize_modules(gen.modules(), bundle.materialize, torch.device(device))  # a bundle built empty
         for e, sd in enumerate(state["generator"]):
             gen.load_expert_state(e, sd)
         if use_ema and state.get("ema") and state.get("phase_started"):

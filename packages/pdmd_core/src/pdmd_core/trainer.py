@@ -42,8 +42,10 @@ Data-parallel training (one Trainer per rank; the caller owns the process group)
   is applied to every role module after the roles are built and before the optimisers; roles "teacher/<i>",
   "fake/<i>", "generator/<k>" (full experts) or "generator_backbone/<i>" (LoRA). With sharded (DTensor)
   parameters pass `grad_sync=None` (FSDP reduces gradients itself); MoE routing and SGTS exit steps are then
-  kept identical across ranks, and checkpoints hold full tensors on rank 0 and each other rank's own shards
-  (pdmd_core.role_sharding); a sharded run resumes with the same number of ranks.
+  kept identical across ranks, and checkpoints hold each rank's own shards plus, on rank 0, the full generator
+  experts (pdmd_core.role_sharding); a sharded run resumes with the same number of ranks. Role modules that a
+  bundle built empty (meta parameters; `ModelBundle.materialize`) are filled after wrapping, so each rank
+  allocates only its shards; LoRA adapters then get a seeded init (`GeneratorExperts.initialise_adapters`).
 
 Model bundle extras the trainer reads (all optional): `autocast_dtype` (CUDA autocast of every model forward,
 see pdmd_core.roles), `sample_shape_sampler(generator) -> shape` (one sample shape per batch, drawn from the
@@ -73,6 +75,8 @@ from pdmd_core.role_sharding import (
     WrapModule,
     gather_for_checkpoint,
     has_sharded_parameters,
+    local_shards,
+    materialize_roles,
     shard_optimizer_state,
     shared_draw_seed,
     wrap_roles,
@@ -141,6 +145,9 @@ class Trainer:
         self.generator = GeneratorExperts(bundle, cfg)
         if wrap_module is not None:  # e.g. FSDP2: after the deep copies, before any optimiser
             wrap_roles(self.teacher, self.fake, self.generator, wrap_module)
+        # roles built empty (real-scale `weights: sharded`) get their weights only now, at their sharded size
+        materialize_roles(self.fake, self.generator, bundle.materialize, self.device)
+        self.generator.initialise_adapters(cfg.seed)
         self.sharded = has_sharded_parameters([*self.fake.experts, *self.generator.experts,
                                                *self.generator.backbones])
         self._shared_draws = (-1, 0)  # (global step, draws taken) of the rank-shared SGTS exit generator
@@ -421,8 +428,9 @@ class Trainer:
         self._check_weights()
         remove_stale_temporaries(self.checkpoint_dir)  # a killed earlier write left only a temp file
         state = self.state_dict()
-        if self.sharded:  # rank 0: full tensors, other ranks: their shards (pdmd_core.role_sharding)
-            state = gather_for_checkpoint(state)
+        if self.sharded:  # generator + EMA full on rank 0 (export), the rest sharded (pdmd_core.role_sharding)
+            full = gather_for_checkpoint({key: state.pop(key) for key in ("generator", "ema")})
+            state = local_shards(state) | full
         return save_checkpoint(self.checkpoint_dir, self.global_step, state, self.cfg.checkpoint.keep_last)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -11,6 +11,9 @@ API:
         None for an unconditional model); `generator` is the trainer's torch.Generator (determinism).
     sample_shape: shape of one sample without the batch dim, e.g. (C, H, W) or (D,).
     lora_target_modules: default module names for LoRA generator experts.
+    materialize(module, device): fills a role module whose parameters are still empty (meta device), after the
+        trainer has built (and possibly sharded) it: a builder that defers its weights (real-scale
+        `weights: sharded`) gives it; the trainer calls it on every role module that holds meta parameters.
 - `@register_model("kind")` on a builder `fn(params: dict, device) -> ModelBundle`.
 - `build_model(kind, params, device) -> ModelBundle`. Kinds are found in modules listed in MODEL_MODULES
   (other packages append their module path), in entry points of group `pdmd.models`, or given directly as
@@ -54,6 +57,7 @@ class ModelBundle:
     lora_target_modules: list[str] | None = None
     name: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
+    materialize: Callable[[nn.Module, torch.device], None] | None = None
 
     def __post_init__(self) -> None:
         if self.teacher_experts is not None:

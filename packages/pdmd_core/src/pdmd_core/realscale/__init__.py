@@ -17,5 +17,7 @@ Module map:
 - `sample_set`, `student_io`, `commands`: `pdmd embed-prompts`, `embed-images`, `export`, `sample`.
 - `distributed`, `slurm`, `ddp_check`: process groups from SLURM (submitit), DDP, FSDP2 (`fully_shard`),
   activation checkpointing, bf16 autocast, gradient accumulation; multi-task SLURM profiles.
+- `sharded_weights`: transformers built empty (meta) and filled rank by rank with their FSDP2 shards read
+  from the diffusers safetensors (`weights: sharded`), so 14B/20B roles never exist whole in one process.
 - `tiny`: tiny random diffusers/transformers components built from configs (tests, smoke runs).
 """

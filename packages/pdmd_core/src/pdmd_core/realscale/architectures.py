@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pdmd_core.realscale.tiny import TINY_QWEN_TRANSFORMER, TINY_WAN_TRANSFORMER, TINY_Z_DIM
+from pdmd_core.realscale.tiny import TINY_QWEN_TRANSFORMER, TINY_TI2V_Z_DIM, TINY_WAN_TRANSFORMER, TINY_Z_DIM
 
 _WAN_COMMON: dict[str, Any] = dict(patch_size=(1, 2, 2), attention_head_dim=128, text_dim=4096, freq_dim=256,
                                    cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
@@ -64,6 +64,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "tiny-wan2.2-i2v": Architecture("wan", "", dict(TINY_WAN_TRANSFORMER, in_channels=3 * TINY_Z_DIM),
                                     ("transformer", "transformer_2"), boundary=0.9, mode="i2v",
                                     z_dim=TINY_Z_DIM, spatial_factor=4),
+    "tiny-wan2.2-ti2v": Architecture(
+        "wan", "", dict(TINY_WAN_TRANSFORMER, in_channels=TINY_TI2V_Z_DIM, out_channels=TINY_TI2V_Z_DIM),
+        mode="ti2v", z_dim=TINY_TI2V_Z_DIM, spatial_factor=16),
     "tiny-qwen-image": Architecture("qwen_image", "", TINY_QWEN_TRANSFORMER, z_dim=TINY_Z_DIM, spatial_factor=4),
 }
 

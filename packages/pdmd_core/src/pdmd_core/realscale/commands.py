@@ -121,13 +121,18 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option("student", help="method name written to the manifest"),
         device: str = typer.Option("cpu"),
         dtype: str = typer.Option("float32"),
+        images: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                           help='I2V/TI2V students: JSONL, one {"prompt": ..., "image": PATH} '
+                                                'per line (as for embed-images)'),
     ) -> None:
         """Generate N-step CFG-1 samples with the stock diffusers pipeline and write a pdmd_eval sample set."""
         from pdmd_core.realscale.sample_set import sample_to_set
+        from pdmd_core.realscale.vae import read_image_pairs
 
         frames, height, width = (int(v) for v in resolution.split(","))
         written = sample_to_set(export, model_path, prompt_cache, out, (frames, height, width), _ints(seeds),
-                                None if prompt_ids is None else _ints(prompt_ids), method, device, _dtype(dtype))
+                                None if prompt_ids is None else _ints(prompt_ids), method, device, _dtype(dtype),
+                                None if images is None else read_image_pairs(images))
         typer.echo(json.dumps({"samples": written, "out": str(out)}))
 
     @app.command("check-distributed")

@@ -92,17 +92,20 @@ def wrap_ddp(module: nn.Module, ctx: DistContext) -> nn.Module:
 
 
 def shard_fsdp2(module: nn.Module, ctx: DistContext, block_types: Sequence[type[nn.Module]] = (),
-                bf16: bool | None = None, reshard_after_forward: bool | None = None) -> nn.Module:
+                bf16: bool | None = None, reshard_after_forward: bool | None = None,
+                cast_forward_inputs: bool = True) -> nn.Module:
     """FSDP2: `fully_shard` each block (e.g. WanTransformerBlock) and then the root module, in place.
 
     On GPU parameters are gathered in bf16 and gradients reduced in fp32 (master weights stay fp32).
     `reshard_after_forward=None` is FSDP2's default (the root stays gathered after forward); True frees every
     gathered parameter after each forward (the trainer's roles: many no-grad forwards of several models).
+    `cast_forward_inputs=False` leaves the inputs' dtype to autocast (see `fsdp2_role_wrapper`).
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     bf16 = ctx.device.type == "cuda" if bf16 is None else bf16
-    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16
+    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
+                                   cast_forward_inputs=cast_forward_inputs) if bf16
               else MixedPrecisionPolicy())
     for sub in module.modules():
         if block_types and isinstance(sub, tuple(block_types)):
@@ -111,11 +114,17 @@ def shard_fsdp2(module: nn.Module, ctx: DistContext, block_types: Sequence[type[
     return module
 
 
-def fsdp2_role_wrapper(ctx: DistContext, activation_checkpointing: bool = True) -> Callable[[str, nn.Module],
-                                                                                           nn.Module]:
+def fsdp2_role_wrapper(ctx: DistContext, activation_checkpointing: bool = True,
+                       autocast: bool = True) -> Callable[[str, nn.Module], nn.Module]:
     """The trainer's `wrap_module` for FSDP2: each role module (a WanVelocity / QwenImageVelocity, or a LoRA
     backbone) is sharded per transformer block and at its root; trainable roles (fake scores, generator
-    experts) also get per-block activation checkpointing (the frozen teacher runs without grad)."""
+    experts) also get per-block activation checkpointing (the frozen teacher runs without grad).
+
+    On GPU with `autocast` (the roles' forwards run under bf16 autocast) parameters are gathered in bf16 and
+    FSDP2 does not cast the blocks' inputs: diffusers checkpoints each block from outside its FSDP unit, and
+    FSDP2 releases before torch 2.14 skip that cast when the block is recomputed in backward, so the recompute
+    saw fp32 inputs where the forward had bf16 ones (CheckpointError, seen on an H200 with torch 2.11); autocast
+    casts identically in both passes. Without autocast the parameters are gathered in fp32."""
 
     def wrap(role: str, module: nn.Module) -> nn.Module:
         transformer = getattr(module, "transformer", None)
@@ -124,7 +133,9 @@ def fsdp2_role_wrapper(ctx: DistContext, activation_checkpointing: bool = True) 
                             f"QwenImageVelocity), got {type(module).__name__}")
         if activation_checkpointing and not role.startswith("teacher"):
             enable_activation_checkpointing(transformer)
-        return shard_fsdp2(module, ctx, transformer_block_types(transformer), reshard_after_forward=True)
+        bf16 = ctx.device.type == "cuda" and autocast
+        return shard_fsdp2(module, ctx, transformer_block_types(transformer), bf16=bf16, reshard_after_forward=True,
+                           cast_forward_inputs=False)
 
     return wrap
 

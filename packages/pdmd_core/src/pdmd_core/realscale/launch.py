@@ -8,7 +8,9 @@ FSDP2 (`distributed.fsdp2_role_wrapper`, activation checkpointing per `activatio
 reduces gradients itself; otherwise (`fsdp: false`, or a model kind without these params) each rank holds
 full replicas and gradients are averaged over ranks after every backward (`grad_sync`). Rank 0 writes
 `run_dir` (checkpoints, metrics.jsonl); rank r > 0 keeps its own resumable checkpoints in `run_dir/ranks/<r>`
-(under FSDP2 rank 0's hold full tensors, the others only their shards). A requeued job reruns the same
+(under FSDP2 every rank's hold its shards of the fake scores and optimiser state; rank 0's also hold the full
+generator experts, which export reads). Under FSDP2 the transformers are built empty and each rank reads only
+its shards from the safetensors (model param `weights`, realscale.sharded_weights). A requeued job reruns the same
 function and every rank resumes from its latest checkpoint (same number of ranks). `submit_training` sends
 it to SLURM with a distributed profile (`slurm/profiles/realscale_*.yaml`).
 """
@@ -72,7 +74,8 @@ def train_rank(config: str | Path, run_dir: str | Path, overrides: dict[str, Any
         fsdp = ctx.distributed and bool(getattr(plan, "fsdp", False))
         if fsdp:
             sharding: dict[str, Any] = {"wrap_module": fsdp2_role_wrapper(
-                ctx, bool(getattr(plan, "activation_checkpointing", True)))}
+                ctx, bool(getattr(plan, "activation_checkpointing", True)),
+                autocast=bundle.extras.get("autocast_dtype") is not None)}
         else:
             sharding = {"grad_sync": functools.partial(average_gradients, ctx=ctx)}
         trainer = Trainer(cfg, bundle, folder, hooks=hooks, progress=ctx.is_main, rank=ctx.rank, **sharding)

@@ -11,7 +11,13 @@ Builder params (validated; unknown keys are rejected):
                  largest entry; `sample_shape` is `resolution` or else the mixture's most probable entry
   dtype          weights dtype: float32 (default; fake-score AdamW at lr 4e-7 needs fp32 master weights) or
                  bfloat16; compute on GPU runs under bf16 autocast (`autocast_dtype`)
-  gpus, fsdp, activation_checkpointing, context_parallel: the distributed plan used by the memory plan
+  gpus, fsdp, activation_checkpointing: the distributed plan (training and the memory plan)
+  context_parallel  memory-plan what-if only (tokens split over GPUs); training refuses values > 1
+  weights        auto (default) | full | sharded. `full`: every rank loads whole transformers with
+                 from_pretrained, then shards. `sharded`: transformers are built empty and every rank reads
+                 only its FSDP2 shards from the safetensors after the trainer has sharded its roles
+                 (realscale.sharded_weights) — what lets 14B/20B roles fit. `auto`: sharded when `fsdp` is on
+                 and torch.distributed runs with several ranks, else full
 On device "meta" the transformers are built from the architecture's config without weights: parameter
 counts and memory plans for 14B/20B models in seconds (`pdmd train PRESET --dry-run`).
 """
@@ -54,6 +60,14 @@ class RealScaleParams(BaseModel):
     fsdp: bool = True
     activation_checkpointing: bool = True
     context_parallel: int = Field(1, ge=1)
+    weights: Literal["auto", "full", "sharded"] = "auto"
+
+    def loads_sharded(self) -> bool:
+        if self.weights != "auto":
+            return self.weights == "sharded"
+        import torch.distributed as dist
+
+        return self.fsdp and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
     @field_validator("architecture")
     @classmethod
@@ -145,6 +159,13 @@ def _load_transformer(kind: str, arch: Architecture, params: RealScaleParams, su
     source = params.model_path or arch.repo_id
     if not source:
         raise ValueError(f"architecture {params.architecture!r} has no published weights: set model_path")
+    if params.loads_sharded():  # parameters stay empty until the trainer has sharded the roles
+        from pdmd_core.realscale.sharded_weights import WeightsSource, build_empty, local_model_folder
+
+        model = build_empty(cls, WeightsSource(local_model_folder(source, subfolder), dtype))
+        if params.activation_checkpointing and device.type == "cuda":
+            model.enable_gradient_checkpointing()
+        return model.eval()
     try:
         model = cls.from_pretrained(source, subfolder=subfolder, dtype=dtype)
     except OSError as err:
@@ -181,8 +202,25 @@ def _prompt_source(kind: str, params: RealScaleParams, arch: Architecture, devic
     return CachedPromptSource(encoder, extras)
 
 
+def materialize_role(module: nn.Module, device: torch.device) -> None:
+    """The bundle's `materialize`: a WanVelocity / QwenImageVelocity role whose transformer was built empty gets
+    this rank's (sharded) weights from the checkpoint; LoRA adapters are left to the generator's own init."""
+    from pdmd_core.realscale.sharded_weights import (
+        WEIGHTS_ATTRIBUTE,
+        materialize_from_checkpoint,
+        require_only_adapters,
+    )
+
+    transformer = getattr(module, "transformer", module)
+    missing = materialize_from_checkpoint(transformer, device)
+    require_only_adapters(missing, getattr(transformer, WEIGHTS_ATTRIBUTE).folder)
+
+
 def build_realscale(kind: str, raw: dict[str, Any], device: torch.device) -> ModelBundle:
     params, arch = parse_params(kind, raw)
+    if params.context_parallel > 1 and device.type != "meta":
+        raise ValueError(f"context_parallel: {params.context_parallel} is a memory-plan what-if (--dry-run); "
+                         f"training splits no sequence over GPUs yet: set context_parallel: 1")
     experts = [_velocity(kind, arch, _load_transformer(kind, arch, params, sub, device))
                for sub in arch.expert_subfolders]
     frames, height, width = params.training_resolution()
@@ -201,7 +239,8 @@ def build_realscale(kind: str, raw: dict[str, Any], device: torch.device) -> Mod
         extras["sample_shape_sampler"] = ResolutionMixture(
             [latent_shape(arch, f, h, w) for f, h, w, _ in params.resolutions], [p for *_, p in params.resolutions])
     common = dict(prompt_source=_prompt_source(kind, params, arch, device), sample_shape=shape,
-                  lora_target_modules=list(LORA_TARGETS[kind]), name=params.architecture, extras=extras)
+                  lora_target_modules=list(LORA_TARGETS[kind]), name=params.architecture, extras=extras,
+                  materialize=materialize_role if device.type != "meta" and params.loads_sharded() else None)
     if arch.is_moe:
         assert arch.boundary is not None
         return ModelBundle(MoEVelocity(experts, arch.boundary), moe_boundary=arch.boundary,

@@ -3,6 +3,9 @@
 Wan: `transformer` = the expert of the first steps (high noise), `transformer_2` = the expert of the last
 steps, `boundary_ratio` from the phase edge (see `timesteps.expert_boundary_ratio`); the scheduler is the
 export's FixedScheduleEulerScheduler, so the pipeline steps through exactly the student's timesteps.
+Wan modes: t2v -> WanPipeline; i2v (Wan2.2 I2V-A14B) -> WanImageToVideoPipeline; ti2v (Wan2.2 TI2V-5B) ->
+WanImageToVideoPipeline with `expand_timesteps=True`, as diffusers runs the released TI2V model from an image
+(first latent frame replaced by the encoded image, its tokens at timestep 0, pasted back after the last step).
 Qwen-Image: QwenImagePipeline takes `sigmas`; its single transformer switches experts between steps through
 `callback_on_step_end` (LoRA adapters via `set_adapters`, or full expert modules swapped in).
 """
@@ -18,8 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from pdmd_core.protocols import Conditioning
+from pdmd_core.realscale.architectures import get_architecture
 from pdmd_core.realscale.export import ExportManifest
 from pdmd_core.realscale.timesteps import scheduler_sigmas
+
+IMAGE_PIPELINE_MODES: tuple[str, ...] = ("i2v", "ti2v")  # Wan modes sampled by WanImageToVideoPipeline
 
 
 @dataclass
@@ -36,7 +42,7 @@ class StudentPipeline:
                  image: Any = None) -> Tensor:
         """N-step CFG-1 samples from initial noise `latents` (pdmd layout). output_type "latent" returns
         pdmd latents; "pt" returns pixels in [0, 1]: videos (B, T, 3, H, W), images (B, 3, H, W).
-        I2V students take the first frame as `image` (a PIL image, as WanImageToVideoPipeline does)."""
+        I2V / TI2V students take the first frame as `image` (a PIL image, as WanImageToVideoPipeline does)."""
         if output_type not in ("latent", "pt"):
             raise ValueError(f"output_type must be 'latent' or 'pt', got {output_type!r}")
         if self.manifest.family == "wan":
@@ -83,8 +89,10 @@ def _wan_pipeline(export_dir: Path, model_path: str, manifest: ExportManifest, d
     if len(manifest.experts) > 2:
         raise ValueError(f"WanPipeline holds at most two experts (transformer, transformer_2); this student has "
                          f"{len(manifest.experts)}: sample it with pdmd's own Student sampler")
-    if manifest.wan_mode not in ("t2v", "i2v"):
-        raise ValueError(f"pipeline sampling covers Wan t2v and i2v students; got mode {manifest.wan_mode!r}")
+    if manifest.wan_mode not in IMAGE_PIPELINE_MODES + ("t2v",):
+        raise ValueError(f"pipeline sampling covers Wan t2v, i2v and ti2v students; got mode {manifest.wan_mode!r}")
+    if manifest.wan_mode in IMAGE_PIPELINE_MODES and not load_vae:
+        raise ValueError(f"a Wan {manifest.wan_mode} student encodes its first frame with the VAE: load_vae=True")
     if manifest.format == "full":
         modules = [_transformer(WanTransformer3DModel, str(export_dir / e.path), "", dtype)
                    for e in manifest.experts]
@@ -93,16 +101,20 @@ def _wan_pipeline(export_dir: Path, model_path: str, manifest: ExportManifest, d
                    for e in manifest.experts]
     vae = AutoencoderKLWan.from_pretrained(model_path, subfolder="vae", dtype=torch.float32) if load_vae else None
     scheduler = FixedScheduleEulerScheduler.from_pretrained(export_dir / "scheduler")
-    pipeline_cls: Any = WanImageToVideoPipeline if manifest.wan_mode == "i2v" else WanPipeline
+    pipeline_cls: Any = WanImageToVideoPipeline if manifest.wan_mode in IMAGE_PIPELINE_MODES else WanPipeline
     pipe: Any = pipeline_cls(tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler,
                              transformer=modules[0], transformer_2=modules[1] if len(modules) == 2 else None,
-                             boundary_ratio=manifest.boundary_ratio)
+                             boundary_ratio=manifest.boundary_ratio,
+                             expand_timesteps=manifest.wan_mode == "ti2v")
     if manifest.format == "lora":
         for index, entry in enumerate(manifest.experts):
             pipe.load_lora_weights(str(export_dir / entry.path), adapter_name=entry.name,
                                    load_into_transformer_2=index == 1)
-    spatial = vae.config.scale_factor_spatial if vae is not None else 8
-    temporal = vae.config.scale_factor_temporal if vae is not None else 4
+    if vae is not None:
+        spatial, temporal = vae.config.scale_factor_spatial, vae.config.scale_factor_temporal
+    else:  # latent-only sampling: the compression the architecture's VAE has
+        arch = get_architecture(manifest.extras["architecture"])
+        spatial, temporal = arch.spatial_factor, arch.temporal_factor
     return StudentPipeline(pipe, manifest, spatial, temporal)
 
 
@@ -142,10 +154,10 @@ def _qwen_pipeline(export_dir: Path, model_path: str, manifest: ExportManifest, 
 def _generate_wan(student: StudentPipeline, latents: Tensor, cond: Conditioning, image: Any) -> Tensor:
     _, _, frames, height, width = latents.shape
     extra: dict[str, Any] = {}
-    if student.manifest.wan_mode == "i2v":
+    if student.manifest.wan_mode in IMAGE_PIPELINE_MODES:
         if image is None or latents.shape[0] != 1:
-            raise ValueError("I2V sampling takes one first-frame `image` and a batch of 1 (the pipeline repeats "
-                             "a single image over its batch)")
+            raise ValueError(f"{student.manifest.wan_mode} sampling takes one first-frame `image` and a batch of 1 "
+                             f"(the pipeline repeats a single image over its batch)")
         extra["image"] = image
     out = student.pipeline(
         **extra,

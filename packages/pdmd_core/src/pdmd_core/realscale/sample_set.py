@@ -9,8 +9,9 @@ from tqdm.auto import tqdm
 
 from pdmd_core.realscale.architectures import get_architecture, latent_shape
 from pdmd_core.realscale.export import ExportManifest
-from pdmd_core.realscale.pipelines import load_student_pipeline
+from pdmd_core.realscale.pipelines import IMAGE_PIPELINE_MODES, load_student_pipeline
 from pdmd_core.realscale.text_cache import CachedPromptEncoder
+from pdmd_core.realscale.vae import load_rgb
 
 
 def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -20,7 +21,8 @@ def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 def sample_to_set(export: Path, model_path: str, prompt_cache: Path, out: Path, resolution: tuple[int, int, int],
                   seeds: list[int], prompt_ids: list[int] | None, method: str, device: str = "cpu",
-                  dtype: torch.dtype = torch.float32) -> int:
+                  dtype: torch.dtype = torch.float32, images: dict[str, str] | None = None) -> int:
+    """`images` (prompt -> first-frame file, `vae.read_image_pairs`) is required by I2V / TI2V students."""
     from safetensors.torch import save_file
 
     from pdmd_eval.samples import SampleRecord, SampleSet, save_sample_set
@@ -30,13 +32,21 @@ def sample_to_set(export: Path, model_path: str, prompt_cache: Path, out: Path, 
     shape = latent_shape(arch, *resolution)
     encoder = CachedPromptEncoder(CachedPromptEncoder.from_file(prompt_cache).cache, device, dtype)
     rows = prompt_ids if prompt_ids is not None else list(range(len(encoder.prompts)))
+    needs_image = manifest.family == "wan" and manifest.wan_mode in IMAGE_PIPELINE_MODES
+    images = images or {}
+    if needs_image:
+        missing = [encoder.prompts[r] for r in rows if encoder.prompts[r] not in images]
+        if missing:
+            raise ValueError(f"this {manifest.wan_mode} student needs a first-frame image per prompt (--images); "
+                             f"{len(missing)} prompt(s) have none, e.g. {missing[0]!r}")
     student = load_student_pipeline(export, model_path, dtype=dtype, device=device)
     pixels, latents, records = [], [], []
     for row in tqdm(rows, desc="sampling prompts"):
         cond = encoder.encode_indices(torch.tensor([row]))
+        image = load_rgb(images[encoder.prompts[row]], *resolution[1:]) if needs_image else None
         for seed in seeds:
             z = initial_noise(shape, seed).to(device, dtype)
-            latent = student.generate(z, cond, output_type="latent")
+            latent = student.generate(z, cond, output_type="latent", image=image)
             latents.append(latent.float().cpu())
             pixels.append(student.decode(latent).float().cpu())
             records.append(SampleRecord(method, row, encoder.prompts[row], seed, manifest.num_steps,

@@ -25,6 +25,16 @@ TINY_VAE: dict[str, Any] = dict(
     base_dim=8, z_dim=TINY_Z_DIM, dim_mult=[1, 1, 1], num_res_blocks=1, temperal_downsample=[True, True],
     latents_mean=[0.1, -0.2, 0.05, 0.0], latents_std=[1.5, 0.8, 1.2, 1.0],
 )
+# Wan2.2 VAE family (TI2V-5B): residual blocks, 2x2 pixel patchify before the encoder (12 = 3 x 2 x 2 input
+# channels), 16x spatial / 4x temporal compression as in the released config; z_dim 6 (48 there) so that no
+# channel count coincides with the temporal factor.
+TINY_TI2V_Z_DIM = 6
+TINY_WAN22_VAE: dict[str, Any] = dict(
+    base_dim=8, decoder_base_dim=12, z_dim=TINY_TI2V_Z_DIM, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+    temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+    scale_factor_spatial=16, scale_factor_temporal=4,
+    latents_mean=[0.1, -0.2, 0.05, 0.0, 0.3, -0.1], latents_std=[1.5, 0.8, 1.2, 1.0, 0.7, 1.3],
+)
 
 
 def tiny_wan_transformer(seed: int, **overrides: Any) -> Any:
@@ -49,6 +59,15 @@ def tiny_wan_vae(seed: int) -> Any:
     torch.manual_seed(seed)
     # WanPipeline reads the compression factors from the config; state the tiny VAE's true ones (4x, 4x).
     model: Any = AutoencoderKLWan(**TINY_VAE, scale_factor_spatial=4, scale_factor_temporal=4)
+    return model.eval()
+
+
+def tiny_wan22_vae(seed: int) -> Any:
+    """The Wan2.2 (TI2V-5B) VAE class and layout, tiny: AutoencoderKLWan with is_residual and patch_size 2."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(seed)
+    model: Any = AutoencoderKLWan(**TINY_WAN22_VAE)
     return model.eval()
 
 

@@ -7,6 +7,8 @@ the tensor the pipeline would feed its transformer.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,15 +65,35 @@ def i2v_conditions(vae: Any, images: Tensor, num_frames: int, mode: str) -> dict
     return {"i2v_condition": condition}
 
 
-def load_image(path: str, height: int, width: int) -> Tensor:
-    """An image file resized to (height, width) as a (3, H, W) tensor in [-1, 1], as the I2V pipeline feeds it."""
-    import numpy as np
+def load_rgb(path: str, height: int, width: int) -> Any:
+    """An image file as an RGB PIL image resized to (height, width) (bicubic). Training conditions and
+    `pdmd sample` both start from it, so the I2V pipeline's own resize is the identity."""
     from PIL import Image
 
     with Image.open(path) as image:
-        rgb = image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
-    array = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 127.5 - 1.0)
+        return image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+
+
+def load_image(path: str, height: int, width: int) -> Tensor:
+    """An image file resized to (height, width) as a (3, H, W) tensor in [-1, 1], as the I2V pipeline feeds it."""
+    import numpy as np
+
+    array = torch.from_numpy(np.asarray(load_rgb(path, height, width), dtype=np.float32) / 127.5 - 1.0)
     return array.permute(2, 0, 1)
+
+
+def read_image_pairs(pairs: str | Path) -> dict[str, str]:
+    """prompt -> image path from a JSONL of {"prompt": ..., "image": PATH} (relative paths: from its folder)."""
+    pairs = Path(pairs)
+    images = {}
+    for number, line in enumerate(pairs.read_text().splitlines(), start=1):
+        if line.strip():
+            row = json.loads(line)
+            if "prompt" not in row or "image" not in row:
+                raise ValueError(f"{pairs}:{number} needs keys 'prompt' and 'image', got {sorted(row)}")
+            image = Path(row["image"])
+            images[row["prompt"]] = str(image if image.is_absolute() else pairs.parent / image)
+    return images
 
 
 def save_i2v_cache(vae: Any, prompts: list[str], images: dict[str, str], resolution: tuple[int, int, int],

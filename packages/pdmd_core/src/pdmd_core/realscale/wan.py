@@ -6,7 +6,11 @@ eps - x_0 directly, so the adapter only converts the time and arranges the condi
 - `i2v`: Wan2.2 I2V-A14B; `cond.extras["i2v_condition"]` (B, 4 + z_dim, F, H, W), the frame mask plus the
   VAE-encoded first frame exactly as WanImageToVideoPipeline builds it, is concatenated on channels.
 - `ti2v`: Wan2.2 TI2V-5B image-to-video; `cond.extras["first_frame_latent"]` (B, z_dim, 1, H, W) replaces
-  latent frame 0 and those tokens get timestep 0 (WanPipeline's `expand_timesteps`).
+  latent frame 0 and those tokens get timestep 0 (WanImageToVideoPipeline with `expand_timesteps=True`).
+  Frame 0 is known, so its velocity is the exact flow velocity towards it, (x_t - first) / t, not the
+  transformer's output there: any Euler schedule then ends on the conditioning frame (the pipeline pastes it
+  back after its last step), x_0-predictions of frame 0 are the condition itself, and DMD / flow-matching
+  losses on those tokens vanish instead of training the transformer on outputs the pipeline throws away.
 Prompt embeddings are zero-padded by the Wan text pipeline and the transformer attends to the padding, so
 `cond.mask` is not used (keeping it would change the model's function).
 """
@@ -62,8 +66,18 @@ class WanVelocity(nn.Module):
             timestep=timestep,
             encoder_hidden_states=cond.embeds.to(dtype),
             return_dict=False,
-        )[0]
-        return out.to(x_t.dtype)
+        )[0].to(x_t.dtype)
+        if self.mode == "ti2v":
+            out = torch.cat([known_frame_velocity(x_t[:, :, :1], hidden[:, :, :1], t), out[:, :, 1:]], dim=2)
+        return out
+
+
+def known_frame_velocity(x_t: Tensor, clean: Tensor, t: Tensor) -> Tensor:
+    """Rectified-flow velocity eps - x_0 of latents whose clean value is known: with x_t = (1 - t) x_0 + t eps,
+    eps - x_0 = (x_t - x_0) / t. Zero where t = 0 (x_t is then the clean value itself)."""
+    t = t.to(x_t.dtype).view(-1, *([1] * (x_t.ndim - 1)))
+    noisy = t > 0
+    return torch.where(noisy, (x_t - clean) / torch.where(noisy, t, torch.ones_like(t)), torch.zeros_like(x_t))
 
 
 def ti2v_token_timesteps(timestep: Tensor, latent_shape: torch.Size, patch_size: tuple[int, ...]) -> Tensor:
