@@ -26,16 +26,10 @@ def _one_thread():
 @pytest.fixture(scope="session")
 def tiny_wan22(tmp_path_factory) -> Path:
     """A Wan2.2-style two-expert base model folder (boundary 0.875) with a tiny UMT5 text encoder."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
-
-    from pdmd_core.realscale.tiny import tiny_tokenizer, tiny_umt5_encoder, tiny_wan_transformer, tiny_wan_vae
+    from pdmd_core.realscale.tiny import tiny_wan22_pipeline
 
     root = tmp_path_factory.mktemp("tiny-wan22")
-    tokenizer = tiny_tokenizer(PROMPTS)
-    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=tiny_umt5_encoder(1, len(tokenizer)), vae=tiny_wan_vae(2),
-                       scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=tiny_wan_transformer(3),
-                       transformer_2=tiny_wan_transformer(4), boundary_ratio=0.875)
-    pipe.save_pretrained(root / "base")
+    tiny_wan22_pipeline(PROMPTS).save_pretrained(root / "base")
     return root / "base"
 
 

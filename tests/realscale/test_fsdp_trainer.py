@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+
+from pdmd_core.infra.mlflow_server import free_port
 
 pytestmark = [pytest.mark.slow]
 
@@ -145,18 +146,12 @@ def _rank_main(rank: int, port: int, model: dict[str, Any], root: str) -> None:
         shutdown_distributed()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def reports(tiny_wan22, wan_prompt_cache, tmp_path_factory) -> list[dict[str, Any]]:
     root = tmp_path_factory.mktemp("fsdp-trainer")
     model = {"kind": "wan", "architecture": "tiny-wan2.2", "model_path": str(tiny_wan22),
              "prompt_cache": str(wan_prompt_cache), "resolution": [1, 16, 16]}
-    mp.spawn(_rank_main, args=(_free_port(), model, str(root)), nprocs=WORLD, join=True)
+    mp.spawn(_rank_main, args=(free_port(), model, str(root)), nprocs=WORLD, join=True)
     return [torch.load(root / f"report_{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

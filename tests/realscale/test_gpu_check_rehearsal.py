@@ -5,24 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from pdmd_core.infra.mlflow_server import free_port
+
 pytestmark = [pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_gpu_check_rehearsal_trains_exports_and_matches_the_pipeline(tmp_path):
     out = tmp_path / "gpu_check.json"
-    env = {**os.environ, "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    env = {**os.environ, "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-W", "ignore", "-m", "pdmd_core.realscale.gpu_check", str(out),
                            "--cpu-rehearsal"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

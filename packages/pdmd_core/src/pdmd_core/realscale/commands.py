@@ -80,14 +80,9 @@ def register(app: typer.Typer) -> None:
         from diffusers import AutoencoderKLWan
 
         from pdmd_core.realscale.text_cache import load_prompt_embeddings
-        from pdmd_core.realscale.vae import save_i2v_cache
+        from pdmd_core.realscale.vae import read_image_pairs, save_i2v_cache
 
-        images = {}
-        for line in pairs.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                image = Path(row["image"])
-                images[row["prompt"]] = str(image if image.is_absolute() else pairs.parent / image)
+        images = read_image_pairs(pairs)
         vae = AutoencoderKLWan.from_pretrained(model_path, subfolder="vae").eval()
         frames, height, width = (int(v) for v in resolution.split(","))
         prompts = load_prompt_embeddings(prompt_cache).prompts

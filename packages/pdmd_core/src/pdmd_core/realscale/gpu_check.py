@@ -56,15 +56,10 @@ def _peak_gib(device: torch.device) -> float | None:
 
 
 def _tiny_wan22(root: Path) -> tuple[Path, Path]:
-    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
-
     from pdmd_core.realscale.text_cache import encode_prompts, save_prompt_embeddings
-    from pdmd_core.realscale.tiny import tiny_tokenizer, tiny_umt5_encoder, tiny_wan_transformer, tiny_wan_vae
+    from pdmd_core.realscale.tiny import tiny_wan22_pipeline
 
-    tokenizer = tiny_tokenizer(PROMPTS)
-    pipe: Any = WanPipeline(tokenizer=tokenizer, text_encoder=tiny_umt5_encoder(1, len(tokenizer)), vae=tiny_wan_vae(2),
-                       scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=tiny_wan_transformer(3),
-                       transformer_2=tiny_wan_transformer(4), boundary_ratio=0.875)
+    pipe = tiny_wan22_pipeline(PROMPTS)
     pipe.save_pretrained(root / "base")
     cache = encode_prompts(pipe, "wan", PROMPTS, max_sequence_length=16, progress=False)
     return root / "base", save_prompt_embeddings(cache, root / "prompts.safetensors")

@@ -56,6 +56,7 @@ def train_rank(config: str | Path, run_dir: str | Path, overrides: dict[str, Any
         shutdown_distributed,
     )
     from pdmd_core.role_sharding import gather_for_checkpoint
+    from pdmd_core.roles import autocast_dtype_of
     from pdmd_core.trainer import Trainer
 
     cfg = load_config(config, overrides)
@@ -75,7 +76,7 @@ def train_rank(config: str | Path, run_dir: str | Path, overrides: dict[str, Any
         if fsdp:
             sharding: dict[str, Any] = {"wrap_module": fsdp2_role_wrapper(
                 ctx, bool(getattr(plan, "activation_checkpointing", True)),
-                autocast=bundle.extras.get("autocast_dtype") is not None)}
+                autocast=autocast_dtype_of(bundle) is not None)}
         else:
             sharding = {"grad_sync": functools.partial(average_gradients, ctx=ctx)}
         trainer = Trainer(cfg, bundle, folder, hooks=hooks, progress=ctx.is_main, rank=ctx.rank, **sharding)

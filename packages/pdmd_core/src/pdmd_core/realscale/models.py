@@ -163,19 +163,21 @@ def _load_transformer(kind: str, arch: Architecture, params: RealScaleParams, su
         from pdmd_core.realscale.sharded_weights import WeightsSource, build_empty, local_model_folder
 
         model = build_empty(cls, WeightsSource(local_model_folder(source, subfolder), dtype))
-        if params.activation_checkpointing and device.type == "cuda":
-            model.enable_gradient_checkpointing()
-        return model.eval()
+    else:
+        model = _from_pretrained(cls, arch, source, subfolder, dtype).to(device)
+    if params.activation_checkpointing and device.type == "cuda":
+        model.enable_gradient_checkpointing()
+    return model.eval()  # type: ignore[no-any-return]
+
+
+def _from_pretrained(cls: Any, arch: Architecture, source: str, subfolder: str, dtype: torch.dtype) -> Any:
     try:
-        model = cls.from_pretrained(source, subfolder=subfolder, dtype=dtype)
+        return cls.from_pretrained(source, subfolder=subfolder, dtype=dtype)
     except OSError as err:
         raise FileNotFoundError(
             f"could not load {cls.__name__} weights from {source!r} (subfolder {subfolder!r}): {err}. Download the "
             f"diffusers checkpoint (e.g. `hf download {arch.repo_id or '<repo>'} --local-dir DIR`) and set "
             f"model.model_path: DIR") from None
-    if params.activation_checkpointing and device.type == "cuda":
-        model.enable_gradient_checkpointing()
-    return model.to(device).eval()
 
 
 def _velocity(kind: str, arch: Architecture, transformer: nn.Module) -> nn.Module:

@@ -124,7 +124,7 @@ def _read_rows(stored: Any, key: str, param: Tensor) -> None:
     if not shape:
         local.copy_(stored[...])
     elif count:
-        local.copy_(stored[start:start + count].to(local.dtype))
+        local.copy_(stored[start:start + count])  # copy_ converts the stored dtype
 
 
 def require_only_adapters(missing: Iterable[str], folder: Path) -> None:

@@ -71,6 +71,16 @@ def tiny_wan22_vae(seed: int) -> Any:
     return model.eval()
 
 
+def tiny_wan22_pipeline(prompts: list[str]) -> Any:
+    """A Wan2.2-style two-expert WanPipeline (boundary 0.875), tiny, with a UMT5 text encoder knowing `prompts`."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    tokenizer = tiny_tokenizer(prompts)
+    return WanPipeline(tokenizer=tokenizer, text_encoder=tiny_umt5_encoder(1, len(tokenizer)), vae=tiny_wan_vae(2),
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=tiny_wan_transformer(3),
+                       transformer_2=tiny_wan_transformer(4), boundary_ratio=0.875)
+
+
 def tiny_qwen_vae(seed: int) -> Any:
     from diffusers import AutoencoderKLQwenImage
 
