@@ -165,6 +165,10 @@ def _load_transformer(kind: str, arch: Architecture, params: RealScaleParams, su
         model = build_empty(cls, WeightsSource(local_model_folder(source, subfolder), dtype))
     else:
         model = _from_pretrained(cls, arch, source, subfolder, dtype).to(device)
+        if device.type == "cpu":  # out of the mmapped file: the same memory layout as the shard-by-shard path
+            from pdmd_core.realscale.sharded_weights import own_cpu_storage
+
+            own_cpu_storage(model)
     if params.activation_checkpointing and device.type == "cuda":
         model.enable_gradient_checkpointing()
     return model.eval()  # type: ignore[no-any-return]

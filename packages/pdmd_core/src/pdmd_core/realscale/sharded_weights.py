@@ -166,3 +166,23 @@ def local_model_folder(source: str, subfolder: str) -> Path:
         raise FileNotFoundError(f"could not find {source!r} locally or download its {subfolder!r} weights: "
                                 f"{err}. Download the diffusers checkpoint (`hf download {source} --local-dir "
                                 f"DIR`) and set model.model_path: DIR") from None
+
+
+@torch.no_grad()
+def own_cpu_storage(module: nn.Module) -> nn.Module:
+    """Copy every CPU parameter and buffer of `module` into memory of its own (torch's 64-byte-aligned allocator).
+
+    diffusers' `from_pretrained` on the CPU leaves tensors inside the memory-mapped safetensors file, at whatever
+    byte offset the file's header gives them. BLAS kernels (MKL on AMD CPUs, seen as a bit-level difference in
+    `test_fsdp_trainer`) choose their code path by operand alignment, so the same weights read whole or
+    shard by shard (`build_empty` + `materialize_from_checkpoint`, always allocator memory) could compute
+    different last bits. After this copy both load paths hand the kernels the same layout. GPU loads already copy
+    (`.to(cuda)`), so callers use this on CPU modules only. Tied parameters stay tied (one Parameter object)."""
+    for param in module.parameters():
+        if param.device.type == "cpu":
+            param.data = param.data.clone(memory_format=torch.contiguous_format)
+    for sub in module.modules():
+        for name, buf in sub._buffers.items():
+            if buf is not None and buf.device.type == "cpu":
+                sub._buffers[name] = buf.clone(memory_format=torch.contiguous_format)
+    return module
