@@ -4,7 +4,7 @@ import torch
 from eval_helpers import tiny_dino
 
 from pdmd_eval.backbones import build_lpips
-from pdmd_eval.diversity import mean_pairwise_cosine, mean_pairwise_distance, mean_pairwise_with, vendi_score
+from pdmd_eval.functional.diversity import mean_pairwise_cosine, mean_pairwise_distance, mean_pairwise_with, vendi_score
 
 
 def test_cosine_statistics_closed_forms():

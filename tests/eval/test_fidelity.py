@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from pdmd_eval.fidelity import frechet_distance, frechet_distance_from_stats, gaussian_stats, knn_precision_recall
+from pdmd_eval.functional.fidelity import (
+    frechet_distance,
+    frechet_distance_from_stats,
+    gaussian_stats,
+    knn_precision_recall,
+)
 
 
 def test_frechet_distance_of_a_set_to_itself_is_zero():
@@ -45,7 +50,7 @@ def test_frechet_distance_is_finite_with_fewer_samples_than_dimensions():
 
 @pytest.mark.parametrize("n_a,n_b", [(5, 7), (40, 30)])
 def test_sample_space_and_covariance_forms_agree(n_a, n_b):
-    from pdmd_eval.fidelity import _frechet_distance_sample_space
+    from pdmd_eval.functional.fidelity import _frechet_distance_sample_space
 
     rng = np.random.default_rng(6)
     a, b = rng.normal(size=(n_a, 20)), rng.normal(0.5, 2.0, size=(n_b, 20))
@@ -83,7 +88,7 @@ def test_knn_recall_drops_when_fake_collapses_to_one_mode():
 def test_knn_radii_chunking_matches_full_matrix(monkeypatch):
     from scipy.spatial.distance import cdist
 
-    from pdmd_eval import fidelity
+    from pdmd_eval.functional import fidelity
 
     x = np.random.default_rng(7).normal(size=(30, 4))
     full = np.sort(cdist(x, x), axis=1)[:, 2]

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pdmd_eval.adherence import class_labels, classifier_hits, clip_scores
-from pdmd_eval.modes import (
+from pdmd_eval.functional.adherence import class_labels, classifier_hits, clip_scores
+from pdmd_eval.functional.modes import (
     mixture_from_extras,
     mode_adherence,
     mode_balance,

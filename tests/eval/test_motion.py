@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from eval_helpers import translating_video
 
-from pdmd_eval.motion import (
+from pdmd_eval.functional.motion import (
     FARNEBACK_PARAMS,
     RaftFlow,
     dynamic_degree,

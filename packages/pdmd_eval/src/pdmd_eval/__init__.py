@@ -8,9 +8,9 @@ Independent of pdmd_core. Module map (import the module you need; this package i
 - ``registry``  Metric, MetricResult, REGISTRY, get_metric, available_metrics (directions ↑/↓, units, needs)
 - ``metrics/``  the built-in metrics (diversity, fidelity, motion, adherence, modes)
 - ``context``   EvalContext: inputs, lazily loaded networks, feature caches
-- math:   ``fidelity`` (frechet_distance, knn_precision_recall), ``diversity`` (pairwise cosine, Vendi),
-          ``motion`` (mean_flow_magnitude, dynamic degree, RAFT), ``adherence``, ``modes``, ``stats``
-          (bootstrap_ci, paired_comparison, ratio_of_means_ci)
+- ``functional/`` the pure math: ``fidelity`` (frechet_distance, knn_precision_recall), ``diversity`` (pairwise
+          cosine, Vendi), ``motion`` (mean_flow_magnitude, dynamic degree, RAFT), ``adherence``, ``modes``
+- ``stats``     bootstrap_ci, paired_comparison, ratio_of_means_ci
 - nets:   ``features`` (.pt2 feature nets, batching, video pooling), ``backbones`` (CLIP, DINO, LPIPS,
           Inception), ``weights`` (PDMD_WEIGHTS_DIR, MissingWeightsError)
 - output: ``tables`` (Markdown / CSV / LaTeX), ``figures`` (scatter, motion bars, grids, strips, GIFs), ``cli``

@@ -4,7 +4,7 @@
 
 Prints, per frame size and true speed d (px/frame), the measured mean flow magnitude of a blurred random
 texture panned by d px/frame, its relative error, and the time per frame pair. These are the figures behind
-the accuracy statement in :mod:`pdmd_eval.motion`.
+the accuracy statement in :mod:`pdmd_eval.functional.motion`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from pdmd_eval.motion import mean_flow_magnitude
+from pdmd_eval.functional.motion import mean_flow_magnitude
 
 
 def panned_texture(d: int, frames: int, size: int, seed: int = 0) -> np.ndarray:

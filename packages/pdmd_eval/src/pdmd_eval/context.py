@@ -21,7 +21,7 @@ FD_EXTRACTORS = ("feature_net", "inception", "clip", "dino", "raw")
 
 def _loaders() -> dict[str, Callable[[], Any]]:
     from pdmd_eval import backbones
-    from pdmd_eval.motion import RaftFlow
+    from pdmd_eval.functional.motion import RaftFlow
     from pdmd_eval.weights import require_file
 
     return {

@@ -7,7 +7,7 @@ A sample set is a folder with
 - ``manifest.jsonl``: one JSON object per sample, in the same order as the array, with the keys
   ``method, prompt_id, prompt, seed, steps, nfe, checkpoint``.
 - ``meta.json``: ``{"kind": "image"|"video"|"points", "benchmark": str, "extras": {...}}``; ``extras`` is free-form
-  (e.g. the mixture mode centres read by :mod:`pdmd_eval.modes`).
+  (e.g. the mixture mode centres read by :mod:`pdmd_eval.functional.modes`).
 - optional previews (``previews/*.png`` for images, ``previews/*.gif`` for videos), never read back.
 
 Teacher samples on the same prompts and seeds are a sample set too; :func:`pair_indices` matches two sets on

@@ -54,7 +54,7 @@ def check_toy1d(model: nn.Module, encoder: PromptEncoder, data: LabelledData,
 
 def check_mog2d(model: nn.Module, encoder: PromptEncoder, data: LabelledData,
                 config: BenchmarkConfig) -> QualityReport:
-    from pdmd_eval import modes
+    from pdmd_eval.functional import modes
 
     n = config.quality.num_samples
     labels = torch.arange(n) % len(data.prompts)
@@ -85,7 +85,7 @@ def check_digits(model: nn.Module, encoder: PromptEncoder, data: LabelledData, c
                  feature_net: nn.Module) -> QualityReport:
     """FD and accuracy in the feature net's space; generated and real sets have the train split's size and
     class make-up, and both are compared with the held-out test split."""
-    from pdmd_eval.fidelity import frechet_distance
+    from pdmd_eval.functional.fidelity import frechet_distance
 
     labels = data.train.labels
     samples = _sample(model, encoder, data, labels, config)
@@ -103,7 +103,7 @@ def check_digits(model: nn.Module, encoder: PromptEncoder, data: LabelledData, c
 
 def mean_flow(videos_unit: Tensor) -> float:
     """Mean over clips of pdmd_eval's per-video mean Farneback flow magnitude (px/frame); videos N×T×1×H×W."""
-    from pdmd_eval.motion import mean_flow_magnitude
+    from pdmd_eval.functional.motion import mean_flow_magnitude
 
     return float(np.mean([mean_flow_magnitude(v[:, 0].numpy()) for v in videos_unit]))
 
@@ -118,7 +118,7 @@ def check_moving_digits(model: nn.Module, encoder: PromptEncoder, data: Labelled
     metrics = {"mean_flow": gen_flow, "mean_flow_real": real_flow, "relative_speed_error": error,
                "mean_gt_speed_real": float(data.test.extras["speed"].mean())}
     if feature_net is not None:
-        from pdmd_eval.fidelity import frechet_distance
+        from pdmd_eval.functional.fidelity import frechet_distance
 
         gen_feats, gen_logits = _features_logits(feature_net, data.to_unit(samples))
         test_feats, _ = _features_logits(feature_net, data.to_unit(data.test.x))

@@ -317,7 +317,7 @@ def per_prompt_fd(ctx: Any, extractor: str) -> tuple[list[Any], list[float]]:
     """Fréchet distance to the teacher within each prompt (same features as pdmd_eval's fd_teacher)."""
     import numpy as np
 
-    from pdmd_eval.fidelity import frechet_distance
+    from pdmd_eval.functional.fidelity import frechet_distance
     from pdmd_eval.samples import group_by_prompt
 
     feats = ctx.features("samples", extractor)

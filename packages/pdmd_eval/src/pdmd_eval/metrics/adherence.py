@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pdmd_eval.adherence import class_labels, classifier_hits, clip_scores
 from pdmd_eval.context import EvalContext
 from pdmd_eval.features import map_batches
+from pdmd_eval.functional.adherence import class_labels, classifier_hits, clip_scores
 from pdmd_eval.registry import UP, MetricResult, metric
 
 

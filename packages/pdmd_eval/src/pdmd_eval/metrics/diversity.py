@@ -7,7 +7,7 @@ from collections.abc import Callable, Hashable
 import numpy as np
 
 from pdmd_eval.context import EvalContext
-from pdmd_eval.diversity import mean_pairwise_cosine, mean_pairwise_distance, mean_pairwise_with, vendi_score
+from pdmd_eval.functional.diversity import mean_pairwise_cosine, mean_pairwise_distance, mean_pairwise_with, vendi_score
 from pdmd_eval.registry import DOWN, UP, MetricResult, metric
 from pdmd_eval.samples import group_by_prompt
 

@@ -11,7 +11,7 @@ from collections.abc import Hashable
 import numpy as np
 
 from pdmd_eval.context import EvalContext
-from pdmd_eval.fidelity import frechet_distance, knn_precision_recall
+from pdmd_eval.functional.fidelity import frechet_distance, knn_precision_recall
 from pdmd_eval.registry import DOWN, UP, MetricResult, metric
 
 ALL = ("image", "video", "points")

@@ -1,13 +1,13 @@
-"""Mode statistics for 2-D mixture sample sets (see :mod:`pdmd_eval.modes` for the meta keys)."""
+"""Mode statistics for 2-D mixture sample sets (see :mod:`pdmd_eval.functional.modes` for the meta keys)."""
 
 from __future__ import annotations
 
 from pdmd_eval.context import EvalContext
-from pdmd_eval.modes import mixture_from_extras
-from pdmd_eval.modes import mode_adherence as _mode_adherence
-from pdmd_eval.modes import mode_balance as _mode_balance
-from pdmd_eval.modes import modes_covered as _modes_covered
-from pdmd_eval.modes import near_mode as _near_mode
+from pdmd_eval.functional.modes import mixture_from_extras
+from pdmd_eval.functional.modes import mode_adherence as _mode_adherence
+from pdmd_eval.functional.modes import mode_balance as _mode_balance
+from pdmd_eval.functional.modes import modes_covered as _modes_covered
+from pdmd_eval.functional.modes import near_mode as _near_mode
 from pdmd_eval.registry import UP, MetricResult, metric
 from pdmd_eval.samples import group_by_prompt
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Hashable
 import numpy as np
 
 from pdmd_eval.context import EvalContext
-from pdmd_eval.motion import farneback_flows, flow_magnitude_maps, is_dynamic, to_thwc
+from pdmd_eval.functional.motion import farneback_flows, flow_magnitude_maps, is_dynamic, to_thwc
 from pdmd_eval.registry import UP, MetricResult, metric
 from pdmd_eval.samples import SampleSet, pair_indices
 from pdmd_eval.stats import ratio_of_means_ci
