@@ -13,8 +13,10 @@ setup:
 repro: setup
 	$(VENV)/dvc repro
 
+# ruff, then the package dependency contract (pipeline -> core, eval; core and eval independent), see pyproject.toml
 lint: setup
 	$(VENV)/ruff check .
+	$(VENV)/lint-imports
 
 typecheck: setup
 	$(VENV)/mypy

@@ -26,7 +26,7 @@ def _isolate_flush_denormal():
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    from pdmd_core.infra import slurm_cluster as cluster
+    from pdmd_pipeline.infra import slurm_cluster as cluster
 
     started = cluster.start()
     _started_by_suite["slurm"] = started
@@ -36,7 +36,7 @@ def slurm_cluster():
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
-    from pdmd_core.infra import mlflow_server as server
+    from pdmd_pipeline.infra import mlflow_server as server
 
     root = tmp_path_factory.mktemp("mlflow-server")
     info = server.start(root=root, port=server.free_port())
@@ -46,11 +46,11 @@ def mlflow_server(tmp_path_factory):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    from pdmd_core.infra.processes import pid_alive, read_pid
+    from pdmd_pipeline.infra.processes import pid_alive, read_pid
 
     leftovers = []
     if "slurm" in _started_by_suite:
-        from pdmd_core.infra import slurm_cluster as cluster
+        from pdmd_pipeline.infra import slurm_cluster as cluster
 
         leftovers += [d.name for d in cluster.START_ORDER
                       if d.name in _started_by_suite["slurm"] and pid_alive(read_pid(d.pid_file))]

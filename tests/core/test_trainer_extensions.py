@@ -13,6 +13,7 @@ import torch
 from core_toy_nets import ElementwiseVelocity, NoPrompts
 
 from pdmd_core import roles
+from pdmd_core.callbacks import OnIteration
 from pdmd_core.config import config_from_dict
 from pdmd_core.models import ModelBundle, build_model
 from pdmd_core.roles import autocast_context, autocast_dtype_of, autocast_forward
@@ -115,7 +116,7 @@ def test_rank_resuming_another_ranks_checkpoint_takes_its_own_stream(tmp_path) -
     def stop(step: int, phase: int, metrics: dict[str, float]) -> None:
         raise KeyboardInterrupt  # pre-emption at step 1
 
-    writer = Trainer(cfg, build_model("mlp", MLP), tmp_path, hooks=[stop], progress=False)
+    writer = Trainer(cfg, build_model("mlp", MLP), tmp_path, callbacks=[OnIteration(stop)], progress=False)
     with pytest.raises(KeyboardInterrupt):
         writer.fit()
     writer.save()  # the state after step 1

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from pdmd_core.callbacks import OnIteration
 from pdmd_core.checkpoint import list_checkpoints
 from pdmd_core.config import config_from_dict
 from pdmd_core.models import build_model
@@ -42,7 +43,7 @@ def _run(cfg, run_dir: Path, stop_at: int | None = None) -> list[tuple[int, int,
 
     assert cfg.model is not None
     bundle = build_model(cfg.model.kind, cfg.model.params)
-    tr = Trainer(cfg, bundle, run_dir, hooks=[hook], progress=False)
+    tr = Trainer(cfg, bundle, run_dir, callbacks=[OnIteration(hook)], progress=False)
     try:
         tr.fit()
     except _Stop:
@@ -92,7 +93,7 @@ def test_save_from_a_hook_then_raise_resumes_like_an_uninterrupted_run(tmp_path:
             tr.save()
             raise _Stop
 
-    tr = Trainer(cfg, bundle, tmp_path / "cut", hooks=[save_and_stop], progress=False)
+    tr = Trainer(cfg, bundle, tmp_path / "cut", callbacks=[OnIteration(save_and_stop)], progress=False)
     with pytest.raises(_Stop):
         tr.fit()
     assert list_checkpoints(tmp_path / "cut" / "checkpoints")[-1].name == f"ckpt_{stop_at:08d}.pt"
@@ -112,7 +113,7 @@ def test_non_finite_stops_with_role_phase_step_and_keeps_checkpoint(tmp_path: Pa
             with torch.no_grad():
                 next(iter(target.parameters())).fill_(float("nan"))
 
-    tr = Trainer(cfg, bundle, tmp_path, hooks=[poison], progress=False)
+    tr = Trainer(cfg, bundle, tmp_path, callbacks=[OnIteration(poison)], progress=False)
     with pytest.raises(NonFiniteError) as err:
         tr.fit()
     step = 3 if role == "generator" else 2

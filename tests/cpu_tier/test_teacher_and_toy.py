@@ -9,9 +9,9 @@ import torch
 
 from pdmd_core.cpu_tier.config import BenchmarkConfig, SubintervalConfig
 from pdmd_core.cpu_tier.subinterval_toy import objective_terms, run_subinterval_toy
-from pdmd_core.cpu_tier.teacher import train_teacher_from_config
 from pdmd_core.cpu_tier.train import ema_avg_fn
 from pdmd_core.flow import subinterval_loss_weight, subinterval_velocity_target, transition
+from pdmd_pipeline.cpu_tier.teacher_quality import train_teacher_from_config
 
 
 @pytest.mark.slow

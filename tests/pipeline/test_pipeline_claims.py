@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pdmd_core.pipeline import claims as C
-from pdmd_core.pipeline.report import evaluate_claims, paired, unit_values
+from pdmd_pipeline import claims as C
+from pdmd_pipeline.report import evaluate_claims, paired, unit_values
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pdmd_core.infra.mlflow_server import free_port, healthy
-from pdmd_core.infra.processes import wait_for
+from pdmd_pipeline.infra.mlflow_server import free_port, healthy
+from pdmd_pipeline.infra.processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

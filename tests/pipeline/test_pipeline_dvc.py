@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pdmd_core.pipeline import claims as C
-from pdmd_core.pipeline.jobs import flatten
-from pdmd_core.pipeline.sandbox import make_sandbox, repro
+from pdmd_pipeline import claims as C
+from pdmd_pipeline.jobs import flatten
+from pdmd_pipeline.sandbox import make_sandbox, repro
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "experiments" / "presets" / "smoke.yaml"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pipeline_toyjobs import picky, square
 
-from pdmd_core.pipeline.executors import (
+from pdmd_pipeline.executors import (
     ExecutorSettings,
     JobsFailed,
     SlurmProfile,

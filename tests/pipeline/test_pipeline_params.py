@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pdmd_core.pipeline.params import ParamsError, load_params, resolve_run_config
+from pdmd_pipeline.params import ParamsError, load_params, resolve_run_config
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = {"kind": "mlp", "dim": 2}
@@ -20,9 +20,9 @@ def test_shipped_params_resolve_for_every_arm(name):
         budgets = set()
         for arm in bench.arms:
             cfg = resolve_run_config(params, bench_name, arm, params.seeds[0], MODEL)
-            phases = cfg["phases"] or 1
-            budgets.add(cfg["iterations"] * phases)
-            assert cfg["seed"] == params.seeds[0]
+            phases = cfg.phases or 1
+            budgets.add(cfg.iterations * phases)
+            assert cfg.seed == params.seeds[0]
         assert budgets == {params.budget(bench_name)}  # same iteration budget for every arm
 
 

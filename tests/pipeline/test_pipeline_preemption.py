@@ -14,9 +14,9 @@ import torch
 
 from pdmd_core.checkpoint import latest_checkpoint, load_checkpoint
 from pdmd_core.config import config_from_dict
-from pdmd_core.pipeline.executors import ExecutorSettings, SlurmProfile, slurm_executor
-from pdmd_core.pipeline.jobs import CheckpointableDistill, DistillJob, TrackingTarget, run_distill
-from pdmd_core.pipeline.tracking import Spool
+from pdmd_pipeline.executors import ExecutorSettings, SlurmProfile, slurm_executor
+from pdmd_pipeline.jobs import CheckpointableDistill, DistillJob, TrackingTarget, run_distill
+from pdmd_pipeline.tracking import Spool
 
 ITERATIONS = 400
 
@@ -26,7 +26,7 @@ def _job(tmp_path: Path, name: str) -> DistillJob:
         "method": "phased", "phases": 2, "num_steps": 4, "iterations": ITERATIONS // 2, "batch_size": 32,
         "ttur_ratio": 2, "seed": 3, "checkpoint": {"every": 10_000, "keep_last": 2},
         "model": {"kind": "mlp", "dim": 8, "hidden": 64, "depth": 2},
-    }).model_dump(mode="json")
+    })
     target = TrackingTarget(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="pdmd/preempt",
                             run_key=f"preempt/{name}", parent_key=None, spool_root=str(tmp_path / "spool"),
                             run_name=name, enabled=False)

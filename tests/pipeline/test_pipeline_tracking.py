@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from pdmd_core.infra import mlflow_server
-from pdmd_core.pipeline.tracking import Spool, Tracker, replay
+from pdmd_pipeline.infra import mlflow_server
+from pdmd_pipeline.tracking import Spool, Tracker, replay
 
 
 def _history(client, run_id, key="loss"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pdmd_core.callbacks import OnIteration
 from pdmd_core.flow import euler_step
 from pdmd_core.protocols import Conditioning
 from pdmd_core.realscale.qwen_image import QwenImageVelocity, image_shapes, pack_latents, unpack_latents
@@ -148,5 +149,5 @@ def test_resolution_mixture_draws_each_batch_shape_and_the_trainer_runs_on_it(ti
                             "model": {"kind": "wan", **params}})
     seen = []
     Trainer(cfg, bundle, tmp_path / "run", progress=False,
-            hooks=[lambda step, phase, metrics: seen.append(metrics["generator_loss"])]).fit()
+            callbacks=[OnIteration(lambda step, phase, metrics: seen.append(metrics["generator_loss"]))]).fit()
     assert len(seen) == 4 and all(torch.isfinite(torch.tensor(seen)))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pdmd_core.realscale.ddp_check import compare_states, train_fake_score_steps
-from pdmd_core.realscale.slurm import distributed_executor, load_distributed_profile
+from pdmd_pipeline.realscale.slurm import distributed_executor, load_distributed_profile, submit_ranks
 
 PROFILES = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 
@@ -38,8 +38,8 @@ def _assert_same_training(dist_state, single, initial):
 def test_ddp_and_fsdp2_two_task_jobs_match_one_process_with_the_same_global_batch(slurm_cluster, tmp_path):
     executor = _two_task_executor(tmp_path)
     # 2 ranks x micro-batch 1 x 2 accumulation micro-steps = global batch 4, as one process with batch 4
-    ddp_job = executor.submit(train_fake_score_steps, "ddp", 4, 1, 3, 0)
-    fsdp_job = executor.submit(train_fake_score_steps, "fsdp2", 4, 2, 3, 0)
+    ddp_job = submit_ranks(executor, train_fake_score_steps, "ddp", 4, 1, 3, 0)
+    fsdp_job = submit_ranks(executor, train_fake_score_steps, "fsdp2", 4, 2, 3, 0)
     single = train_fake_score_steps("single", 4, 4, 3, 0)
     initial = train_fake_score_steps("single", 4, 4, 0, 0)
     assert single is not None and initial is not None
@@ -57,7 +57,7 @@ def test_trainer_ranks_in_a_two_task_job_stay_identical_replicas(slurm_cluster, 
     """The trainer under SLURM: each rank draws its own batch, averaged gradients keep replicas bitwise equal."""
     import yaml
 
-    from pdmd_core.realscale.launch import submit_training, train_rank
+    from pdmd_pipeline.realscale.launch import submit_training, train_rank
 
     cfg = {"method": "phased", "num_steps": 4, "shift": 5.0, "phases": 2, "iterations": 2, "batch_size": 2,
            "ttur_ratio": 2, "generator": {"kind": "lora", "rank": 2, "alpha": 8.0},

@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from pdmd_core.infra.mlflow_server import free_port
+from pdmd_pipeline.infra.mlflow_server import free_port
 
 pytestmark = [pytest.mark.slow]
 
@@ -43,7 +43,7 @@ def _config(model: dict[str, Any], **changes: Any) -> Any:
 
 def _flat(trainer: Any) -> dict[str, torch.Tensor]:
     """Generator expert and fake-score tensors, full on every rank (collective under FSDP2)."""
-    from pdmd_core.role_sharding import gather_for_checkpoint
+    from pdmd_core.dtensor_state import gather_for_checkpoint
 
     state = {f"generator{e}.{k}": v for e in range(len(trainer.generator.experts))
              for k, v in trainer.generator.expert_state(e).items()}
@@ -53,7 +53,7 @@ def _flat(trainer: Any) -> dict[str, torch.Tensor]:
 
 def _teacher_tensors(trainer: Any) -> dict[str, torch.Tensor]:
     """The teacher's weights and buffers (rotary tables), full on every rank (collective under FSDP2)."""
-    from pdmd_core.role_sharding import gather_for_checkpoint
+    from pdmd_core.dtensor_state import gather_for_checkpoint
 
     module = trainer.teacher.module
     state = dict(module.named_parameters()) | {f"buffer:{k}": v for k, v in module.named_buffers()}
@@ -87,6 +87,7 @@ def _rank_main(rank: int, port: int, model: dict[str, Any], root: str) -> None:
     torch.set_num_threads(1)
     from torch.distributed.tensor import DTensor
 
+    from pdmd_core.callbacks import OnIteration
     from pdmd_core.models.registry import build_model
     from pdmd_core.realscale.distributed import (
         average_gradients,
@@ -101,11 +102,11 @@ def _rank_main(rank: int, port: int, model: dict[str, Any], root: str) -> None:
     out = Path(root)
     report: dict[str, Any] = {}
 
-    def trainer(cfg: Any, name: str, sharded: bool, hooks: tuple = ()) -> Trainer:
+    def trainer(cfg: Any, name: str, sharded: bool, callbacks: tuple = ()) -> Trainer:
         bundle = build_model("wan", cfg.model.params, torch.device("cpu"))
         sync = {"wrap_module": fsdp2_role_wrapper(ctx, activation_checkpointing=True)} if sharded else {
             "grad_sync": functools.partial(average_gradients, ctx=ctx)}
-        return Trainer(cfg, bundle, out / name / str(rank), hooks=hooks, progress=False, rank=rank, **sync)
+        return Trainer(cfg, bundle, out / name / str(rank), callbacks=callbacks, progress=False, rank=rank, **sync)
 
     try:
         cfg = _config({**model, "weights": "full"})
@@ -145,7 +146,7 @@ def _rank_main(rank: int, port: int, model: dict[str, Any], root: str) -> None:
         whole.fit()
         report["whole"] = _flat(whole)
         try:
-            trainer(sgts, "killed", sharded=True, hooks=(functools.partial(_crash_at, at=4),)).fit()
+            trainer(sgts, "killed", sharded=True, callbacks=(OnIteration(functools.partial(_crash_at, at=4)),)).fit()
         except _Crash:
             pass
         resumed = trainer(sgts, "killed", sharded=True)

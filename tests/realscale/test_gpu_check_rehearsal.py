@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from pdmd_core.infra.mlflow_server import free_port
+from pdmd_pipeline.infra.mlflow_server import free_port
 
 pytestmark = [pytest.mark.slow]
 

@@ -22,7 +22,7 @@ from pdmd_core.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
-from pdmd_core.reliability.scenarios import kill_during_checkpoint_write
+from pdmd_pipeline.reliability.scenarios import kill_during_checkpoint_write
 
 
 def test_file_is_fsynced_before_rename_and_folder_after(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,8 +16,8 @@ from pdmd_core.cli import app
 from pdmd_core.config import ConfigError, config_from_dict
 from pdmd_core.flow import shift_time
 from pdmd_core.models.registry import build_model
-from pdmd_core.reliability.scenarios import SMALL_MODEL, TRAIN_CASES, run_config, write_config
 from pdmd_core.trainer import Trainer
+from pdmd_pipeline.reliability.scenarios import SMALL_MODEL, TRAIN_CASES, run_config, write_config
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pdmd_core.cli import app
-from pdmd_core.reliability.scenarios import generator_state, pdmd, run_config, same_parameters, write_config
+from pdmd_pipeline.reliability.scenarios import generator_state, pdmd, run_config, same_parameters, write_config
 
 
 @pytest.mark.slow

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 import torch
 
+from pdmd_core.callbacks import OnIteration
 from pdmd_core.checkpoint import latest_checkpoint, load_checkpoint
 from pdmd_core.config import config_from_dict
 from pdmd_core.models.registry import build_model
-from pdmd_core.reliability.faults import CorruptingPromptSource, rollout_index
-from pdmd_core.reliability.scenarios import FAULTY_KIND, SMALL_MODEL, all_finite, generator_state, run_config
 from pdmd_core.trainer import NonFiniteError, Trainer
+from pdmd_pipeline.reliability.faults import CorruptingPromptSource, rollout_index
+from pdmd_pipeline.reliability.scenarios import FAULTY_KIND, SMALL_MODEL, all_finite, generator_state, run_config
 
 
 def _faulty(corrupt: list[tuple[int, str]], value: str = "nan") -> dict[str, Any]:
@@ -28,8 +29,10 @@ def _trainer(data: dict[str, Any], run_dir: Path, log: list[dict[str, float]] | 
     torch.set_num_threads(1)
     cfg = config_from_dict(data)
     assert cfg.model is not None
-    hooks = [] if log is None else [lambda step, phase, m: log.append({"step": step, "phase": phase, **m})]
-    return Trainer(cfg, build_model(cfg.model.kind, cfg.model.params), run_dir, hooks=hooks, progress=False, **kw)
+    callbacks = [] if log is None else [OnIteration(lambda step, phase, m: log.append({"step": step, "phase": phase,
+                                                                                     **m}))]
+    return Trainer(cfg, build_model(cfg.model.kind, cfg.model.params), run_dir, callbacks=callbacks, progress=False,
+                   **kw)
 
 
 def test_rollout_index_matches_the_trainers_prompt_sampling(tmp_path: Path) -> None:
@@ -92,7 +95,7 @@ def test_policy_skip_drops_counts_and_checkpoints_the_count(tmp_path: Path) -> N
         if step == 6:
             raise KeyboardInterrupt
 
-    cut.hooks.append(stop_after_6)
+    cut.callbacks.append(OnIteration(stop_after_6))
     with pytest.raises(KeyboardInterrupt):
         cut.fit()
     more = _trainer(run_config(model=_faulty([(1, "fake")]), non_finite=guard), tmp_path / "cut")
@@ -126,7 +129,7 @@ def test_skip_with_grad_sync_hands_nan_gradients_to_every_rank(tmp_path: Path) -
     tr.fit()
     # per step: 2 critic syncs then 1 generator sync; step 1's generator sync carries NaN gradients only
     assert [nan for _, nan in calls] == [False, False, True, False, False, False]
-    assert tr.non_finite_skipped == 1
+    assert tr.guard.skipped == 1
 
 
 def test_skip_policy_is_off_by_default_and_validated() -> None:
@@ -140,7 +143,7 @@ def test_pdmd_train_reports_the_stop_and_exits_3(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from pdmd_core.cli import app
-    from pdmd_core.reliability.scenarios import write_config
+    from pdmd_pipeline.reliability.scenarios import write_config
 
     cfg = write_config(tmp_path / "run.yaml", run_config(model=_faulty([(3, "generator")], "inf")))
     result = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "run")])

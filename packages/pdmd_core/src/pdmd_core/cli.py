@@ -1,28 +1,21 @@
-"""The `pdmd` command line.
+"""The `pdmd` command line: one command, contributed to by every installed pdmd package.
 
-Commands live next to the code they drive: each module in CORE_COMMAND_MODULES exposes
-`register(app: typer.Typer)`, and other installed packages (pdmd_eval) add theirs through the
-`pdmd.commands` entry-point group. Heavy imports (torch, mlflow) stay inside the command functions so that
-`pdmd --help` is fast.
+Each package lists `register(app: typer.Typer)` functions under the `pdmd.commands` entry-point group (this
+engine package: training and the real-scale adapters; the evaluation package: metrics and tables; the pipeline
+package: stages, services, real-scale jobs, fault injection), so a GPU node with only pdmd-core installed gets the
+engine's commands and nothing that needs DVC, SLURM or MLflow. Commands are grouped by panel in `pdmd --help` (Engine, Real scale, Evaluation, Pipeline,
+Services). Heavy imports (torch, diffusers) stay inside the command functions so that `pdmd --help` is fast.
 """
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import entry_points
 
 import typer
 
 from pdmd_core import __version__
 
-CORE_COMMAND_MODULES = [
-    "pdmd_core.engine_commands",
-    "pdmd_core.infra.commands",
-    "pdmd_core.pipeline.commands",
-    "pdmd_core.realscale.commands",
-    "pdmd_core.cpu_tier.commands",
-    "pdmd_core.reliability.commands",
-]
+COMMANDS_GROUP = "pdmd.commands"
 
 app = typer.Typer(
     name="pdmd",
@@ -49,9 +42,8 @@ def _root(
 
 
 def _register_all() -> None:
-    for name in CORE_COMMAND_MODULES:
-        importlib.import_module(name).register(app)
-    for ep in entry_points(group="pdmd.commands"):
+    # Sorted by entry-point name, so `pdmd --help` lists commands in the same order on every install.
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
         ep.load()(app)
 
 

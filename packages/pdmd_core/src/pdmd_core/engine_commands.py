@@ -15,6 +15,8 @@ from typing import Any
 
 import typer
 
+PANEL = "Engine"
+
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
     import yaml
@@ -43,9 +45,9 @@ def _build_bundle(cfg: Any) -> Any:
 
 def register(app: typer.Typer) -> None:
     bench = typer.Typer(help="Benchmarks that print and save figures.", no_args_is_help=True)
-    app.add_typer(bench, name="bench")
+    app.add_typer(bench, name="bench", rich_help_panel=PANEL)
 
-    @app.command("train")
+    @app.command("train", rich_help_panel=PANEL)
     def train_cmd(
         config: Path = typer.Argument(..., exists=True, dir_okay=False, help="YAML run config"),
         run_dir: Path | None = typer.Option(None, "--run-dir", help="default: runs/<config name>"),
@@ -76,35 +78,26 @@ def register(app: typer.Typer) -> None:
             return
         import yaml
 
-        from pdmd_core.trainer import Trainer
+        from pdmd_core.callbacks import MetricsJsonl
+        from pdmd_core.trainer import NonFiniteError, Trainer
 
         folder = run_dir or Path("runs") / config.stem
         # everything that can reject the run happens before the first write: building the model (missing
         # weights/teacher paths), the trainer's phase checks and a resume checkpoint's config
         try:
-            trainer = Trainer(cfg, _build_bundle(cfg), folder)
+            # metrics.jsonl holds each step once: a resume cuts it back to the checkpoint's length
+            trainer = Trainer(cfg, _build_bundle(cfg), folder, callbacks=[MetricsJsonl(folder / "metrics.jsonl")])
             trainer.resume()
         except (ValueError, TypeError, OSError) as err:
             typer.echo(f"invalid config {config}: {err}", err=True)
             raise typer.Exit(2) from None
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        log = (folder / "metrics.jsonl").open("a")
-
-        def write_metrics(step: int, phase: int, metrics: dict[str, float]) -> None:
-            log.write(json.dumps({"step": step, "phase": phase, **metrics}) + "\n")
-            log.flush()
-
-        trainer.hooks.append(write_metrics)
-        from pdmd_core.trainer import NonFiniteError
-
         try:
             trainer.fit()
         except NonFiniteError as err:  # the message names role, phase and step; checkpoints on disk are good
             typer.echo(f"stopped: {err}; resume from {trainer.checkpoint_dir} after fixing the cause", err=True)
             raise typer.Exit(3) from None
-        finally:
-            log.close()
         typer.echo(f"done: {folder}")
 
     @bench.command("step")

@@ -14,29 +14,22 @@ What sharding needs from the loop, and how this module provides it:
   forward all-gathers and the backward reduce-scatters then match). SGTS exit steps are drawn from a generator
   shared by all ranks (`shared_draw_seed`), so one exit step holds for the whole global batch (as it does for
   a single process's batch).
-- Checkpoints: the generator experts' tensors and their EMA are all-gathered (`gather_for_checkpoint`) and rank 0
-  keeps them full (export and `Student.from_checkpoint` read rank 0's checkpoint like an unsharded one); the
-  rest — fake scores, optimiser moments — stays sharded on every rank (`local_shards`, no communication): two
-  14B fp32 fake scores and their AdamW moments gathered into one process would not fit. Loading
-  (`as_shard_of`, `copy_into`, `shard_optimizer_state`) turns a full tensor or this rank's shard back into the
-  parameter's DTensor without communication, so resuming needs the same number of ranks.
+- Checkpoint state of sharded roles (gathering, local shards, loading back into DTensors) is in the leaf module
+  `pdmd_core.dtensor_state`, which the roles and the trainer use without importing each other.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.tensor import DTensor
 
 from pdmd_core.models.moe import MoEVelocity
 from pdmd_core.protocols import Conditioning
-
-if TYPE_CHECKING:
-    from pdmd_core.roles import FakeScore, GeneratorExperts, Teacher
+from pdmd_core.roles import FakeScore, GeneratorExperts, Teacher
 
 WrapModule = Callable[[str, nn.Module], nn.Module]
 
@@ -138,68 +131,3 @@ def has_sharded_parameters(modules: list[nn.Module]) -> bool:
 def shared_draw_seed(seed: int, global_step: int, draw: int) -> int:
     """Seed of the generator all ranks share for the `draw`-th shared draw of generator step `global_step`."""
     return (seed * 1_000_003 + global_step * 1009 + draw) % (2**63)
-
-
-# ---------------------------------------------------------------------- checkpoint state
-def gather_for_checkpoint(state: Any, keep_full: bool | None = None) -> Any:
-    """Copy of `state` (nested dicts / lists / tuples) with every DTensor replaced by a CPU tensor: the full
-    tensor where `keep_full` (default: on rank 0), else this rank's shard. Collective: all ranks call it."""
-    if keep_full is None:
-        keep_full = not dist.is_initialized() or dist.get_rank() == 0
-    if isinstance(state, DTensor):
-        full = state.full_tensor().detach()  # the all-gather runs on every rank
-        return full.cpu() if keep_full else state.to_local().detach().cpu().clone()
-    if isinstance(state, dict):
-        return {k: gather_for_checkpoint(v, keep_full) for k, v in state.items()}
-    if isinstance(state, list | tuple):
-        return type(state)(gather_for_checkpoint(v, keep_full) for v in state)
-    return state
-
-
-def local_shards(state: Any) -> Any:
-    """Copy of `state` with every DTensor replaced by this rank's shard on the CPU. No communication."""
-    if isinstance(state, DTensor):
-        return state.to_local().detach().cpu().clone()
-    if isinstance(state, dict):
-        return {k: local_shards(v) for k, v in state.items()}
-    if isinstance(state, list | tuple):
-        return type(state)(local_shards(v) for v in state)
-    return state
-
-
-def as_shard_of(value: Tensor, template: Tensor) -> Tensor:
-    """`value` (the full tensor, or this rank's shard) as a DTensor laid out like `template`; unchanged when
-    `template` is not a DTensor. No communication."""
-    if not isinstance(template, DTensor) or isinstance(value, DTensor):
-        return value
-    value = value.detach().to(device=template.device, dtype=template.dtype)
-    if value.shape == template.shape:
-        return distribute_tensor(value, template.device_mesh, template.placements, src_data_rank=None)
-    local_shape = template.to_local().shape
-    if value.shape == local_shape:
-        return DTensor.from_local(value, template.device_mesh, template.placements, shape=template.shape,
-                                  stride=template.stride())
-    raise ValueError(f"checkpoint tensor of shape {tuple(value.shape)} fits neither the parameter's shape "
-                     f"{tuple(template.shape)} nor this rank's shard {tuple(local_shape)}: resume a sharded run "
-                     f"with the number of ranks that wrote it")
-
-
-@torch.no_grad()
-def copy_into(target: Tensor, value: Tensor) -> None:
-    """target.copy_(value) where target may be a DTensor and value a full tensor or this rank's shard."""
-    target.copy_(as_shard_of(value, target))
-
-
-def shard_state_like(state: dict[str, Tensor], template: dict[str, Tensor]) -> dict[str, Tensor]:
-    """A module state dict whose tensors are laid out like the module's own (sharded) state dict."""
-    return {k: as_shard_of(v, template[k]) if k in template else v for k, v in state.items()}
-
-
-def shard_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
-    """After `optimizer.load_state_dict` of a gathered checkpoint: per-parameter moments back to DTensors."""
-    for param, slots in optimizer.state.items():
-        if not isinstance(param, DTensor):
-            continue
-        for key, value in slots.items():
-            if isinstance(value, Tensor) and not isinstance(value, DTensor) and value.dim() > 0:
-                slots[key] = as_shard_of(value, param)

@@ -33,11 +33,11 @@ import torch
 from torch import Tensor, nn
 
 from pdmd_core.config import DistillConfig
+from pdmd_core.dtensor_state import copy_into, shard_state_like
 from pdmd_core.guidance import guided_velocity
 from pdmd_core.models.moe import MoEVelocity, expert_index
 from pdmd_core.models.registry import ModelBundle
 from pdmd_core.protocols import Conditioning, VelocityModel
-from pdmd_core.role_sharding import copy_into, shard_state_like
 from pdmd_core.schedules import phase_of_step
 
 

@@ -1,28 +1,29 @@
 """The distillation trainer: DMD, DMD-full, SGTS and Phased DMD behind one loop.
 
 API:
-    trainer = Trainer(cfg: DistillConfig, bundle: ModelBundle, run_dir, hooks=[hook, ...],
+    trainer = Trainer(cfg: DistillConfig, bundle: ModelBundle, run_dir, callbacks=[callback, ...],
                       progress=True, grad_sync=None, rank=0)
     trainer.fit()                   # all phases; resumes from run_dir/checkpoints if a checkpoint exists
-    trainer.save()                  # also valid from inside a hook (a consistent point after an iteration)
+    trainer.save()                  # also valid from a callback (a consistent point after an iteration)
     student = trainer.student()     # or Student.from_checkpoint(path, bundle) (pdmd_core.student)
     x0 = student.sample(z, cond)    # N-step (MoE) student at CFG 1
 
-`hook(step: int, phase: int, metrics: dict[str, float])` is called after every generator iteration (step
-counts generator iterations over all phases, from 1). Metrics: fake_loss, fake_grad_norm, generator_loss,
+Callbacks (`pdmd_core.callbacks.Callback`: phase begin/end, iteration end, before/after save, fit begin/end and
+state kept in checkpoints) do what is not the loop: metrics files, tracking, pre-emption. `on_iteration_end(trainer,
+step, phase, metrics)` runs after every generator iteration (step counts generator iterations over all phases,
+from 1). Metrics: fake_loss, fake_grad_norm, generator_loss,
 generator_grad_norm, dmd_grad_norm (mean per-sample L2 norm of the DMD gradient g), dmd_grad_norm/t<lo>-<hi>
 per t-bin (bins present in the batch), x0_gap = mean|x̂_fake − x̂_real|, t_mean, exit_step, s.
 
 One generator iteration of phase k = `ttur_ratio` fake updates (each on a fresh no-grad rollout) then one
 generator update (rollout with grad as the method routes it; Eq. 10 gradient through a surrogate loss).
 Phase start: fake ← teacher, new AdamW optimisers for expert k and the fake. Phase end: EMA weights (if any)
-are copied into expert k, which is then frozen. Checkpoints (atomic, keep last K) every `checkpoint.every`
-iterations and at each phase end hold roles, optimisers, EMA, RNG states, phase and step, so a resumed run
-equals an uninterrupted one (bit-identical on CPU). A non-finite loss or gradient raises NonFiniteError naming
-the role, phase and step before any optimiser step; checkpoints already on disk are kept, and a checkpoint is
-never written with non-finite weights. With `non_finite.policy: skip` (off by default) such an update is dropped
-instead (no optimiser or EMA step), counted in the metric `non_finite_skipped` and in checkpoints, and the run
-still stops with NonFiniteError once more than `non_finite.max_skipped` updates were dropped; a role whose
+are copied into expert k, which is then frozen. Checkpoints (atomic, keep last K; `pdmd_core.trainer_state`) every
+`checkpoint.every` iterations and at each phase end hold roles, optimisers, EMA, RNG states, phase, step and the
+callbacks' states, so a resumed run equals an uninterrupted one (bit-identical on CPU). A non-finite loss or
+gradient is handled by `pdmd_core.non_finite` (policy `stop`: NonFiniteError naming role, phase and step before any
+optimiser step, checkpoints on disk kept; `skip`: the update is dropped, counted in the metric `non_finite_skipped`
+and in checkpoints, up to `max_skipped`); a checkpoint is never written with non-finite weights. A role whose
 updates were all dropped in an iteration reports NaN loss and gradient norm for it. With several ranks (grad_sync
 or sharded roles) every rank drops the same update (see `_backward`).
 Bad re-noise intervals or a `fixed_dmd_t` outside a phase's interval fail in the constructor, before any write.
@@ -55,7 +56,6 @@ trainer's generator before the batch's prompts and noise, e.g. a resolution mixt
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -66,40 +66,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pdmd_core.checkpoint import latest_checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from pdmd_core import trainer_state
+from pdmd_core.callbacks import Callback, CallbackList
 from pdmd_core.config import DistillConfig
 from pdmd_core.dmd import dmd_gradient_normalized, dmd_gradient_weighted, fake_score_loss, surrogate_loss
 from pdmd_core.flow import expand_like, transition, velocity_to_x0
 from pdmd_core.models.registry import ModelBundle
-from pdmd_core.role_sharding import (
-    WrapModule,
-    gather_for_checkpoint,
-    has_sharded_parameters,
-    local_shards,
-    materialize_roles,
-    shard_optimizer_state,
-    shared_draw_seed,
-    wrap_roles,
-)
+from pdmd_core.non_finite import NonFiniteError, NonFiniteGuard
+from pdmd_core.role_sharding import WrapModule, has_sharded_parameters, materialize_roles, shared_draw_seed, wrap_roles
 from pdmd_core.roles import EMA, FakeScore, GeneratorExperts, Teacher, boundary_of, count_parameters
 from pdmd_core.rollout import rollout
 from pdmd_core.schedules import renoise_interval, sample_renoise_time
 
-MetricHook = Callable[[int, int, dict[str, float]], None]
 GradSync = Callable[[list[nn.Parameter]], None]
 RANK_SEED_STRIDE = 1000
-CHECKPOINT_FORMAT = 1
-_log = logging.getLogger(__name__)
-
-
-class NonFiniteError(RuntimeError):
-    def __init__(self, role: str, quantity: str, phase: int, step: int, value: float,
-                 skipped: int | None = None, max_skipped: int | None = None) -> None:
-        budget = "" if skipped is None else f" after skipping {skipped} non-finite updates (max_skipped={max_skipped})"
-        super().__init__(f"non-finite {quantity} ({value}) for role '{role}' in phase {phase} at generator "
-                         f"step {step}{budget}; stopping (last good checkpoint kept)")
-        self.role, self.quantity, self.phase, self.step = role, quantity, phase, step
-        self.skipped = skipped
+resume_seed = trainer_state.resume_seed
+__all__ = ["NonFiniteError", "Trainer", "dmd_norm_by_bin", "resume_seed"]
 
 
 def _grad_norm(params: Sequence[nn.Parameter], clip: float | None) -> float:
@@ -121,7 +103,7 @@ def _adamw(params: list[nn.Parameter], lr: float, cfg: DistillConfig) -> torch.o
 
 class Trainer:
     def __init__(self, cfg: DistillConfig, bundle: ModelBundle, run_dir: str | Path,
-                 hooks: Sequence[MetricHook] = (), progress: bool = True, grad_sync: GradSync | None = None,
+                 callbacks: Sequence[Callback] = (), progress: bool = True, grad_sync: GradSync | None = None,
                  rank: int = 0, wrap_module: WrapModule | None = None) -> None:
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
             raise ValueError(f"rank must be an int >= 0, got {rank!r}")
@@ -131,7 +113,8 @@ class Trainer:
                             f"got {type(shape_sampler).__name__}")
         self.cfg, self.bundle = cfg, bundle
         self.run_dir = Path(run_dir)
-        self.hooks = list(hooks)
+        self.callbacks = CallbackList(callbacks)
+        self.guard = NonFiniteGuard(cfg.non_finite)
         self.progress = progress
         self.grad_sync = grad_sync
         self.rank = rank
@@ -162,7 +145,6 @@ class Trainer:
         self.opt_fake: torch.optim.AdamW | None = None
         self.ema: EMA | None = None
         self.resumed = False  # resume() ran (fit() then does not load the checkpoint again)
-        self.non_finite_skipped = 0  # updates dropped by the `skip` policy over the whole run (checkpointed)
         for phase in range(cfg.num_phases):  # bad intervals / fixed_dmd_t fail here, before anything is written
             self.check_phase(phase)
 
@@ -247,20 +229,8 @@ class Trainer:
                                    self.device)
 
     def _finite(self, value: float, role: str, quantity: str) -> bool:
-        """True if finite. Otherwise policy `stop` raises; `skip` counts the dropped update (raising past
-        `max_skipped`) and returns False so the caller drops its gradients without an optimiser step."""
-        if math.isfinite(value):
-            return True
-        guard = self.cfg.non_finite
-        step = self.global_step + 1
-        if guard.policy == "stop":
-            raise NonFiniteError(role, quantity, self.phase, step, value)
-        if self.non_finite_skipped >= guard.max_skipped:
-            raise NonFiniteError(role, quantity, self.phase, step, value, self.non_finite_skipped, guard.max_skipped)
-        self.non_finite_skipped += 1
-        _log.warning("skipped a non-finite %s (%s) of role '%s' in phase %d at generator step %d (%d/%d skipped)",
-                     quantity, value, role, self.phase, step, self.non_finite_skipped, guard.max_skipped)
-        return False
+        """The non-finite guard on this iteration's value (raises, or False when the update is to be dropped)."""
+        return self.guard.check(value, role, quantity, self.phase, self.global_step + 1)
 
     def _backward(self, loss: Tensor, params: list[nn.Parameter], role: str) -> float | None:
         """backward, grad_sync and clipping with the non-finite guard; the gradient norm, or None if skipped.
@@ -356,8 +326,8 @@ class Trainer:
         metrics = {"fake_loss": sum(fake_losses) / len(fake_losses) if fake_losses else float("nan"),
                    "fake_grad_norm": sum(fake_norms) / len(fake_norms) if fake_norms else float("nan")}
         metrics.update(self.generator_update())
-        if self.cfg.non_finite.policy == "skip":
-            metrics["non_finite_skipped"] = float(self.non_finite_skipped)
+        if self.guard.skips:
+            metrics["non_finite_skipped"] = float(self.guard.skipped)
         return metrics
 
     # ------------------------------------------------------------------ loop
@@ -369,28 +339,31 @@ class Trainer:
         total = sum(self.cfg.iterations_for_phase(k) for k in range(self.cfg.num_phases))
         bar = tqdm(total=total, initial=self.global_step, disable=not self.progress, desc="distill",
                    dynamic_ncols=True)
+        self.callbacks.fire("on_fit_begin", self)
         try:
             while self.phase < self.cfg.num_phases:
                 if not self.phase_started:
                     self.begin_phase(self.phase)
+                    self.callbacks.fire("on_phase_begin", self, self.phase)
                 budget = self.cfg.iterations_for_phase(self.phase)
                 while self.iter_in_phase < budget:
                     metrics = self.train_iteration()
                     self.iter_in_phase += 1
                     self.global_step += 1
-                    for hook in self.hooks:
-                        hook(self.global_step, self.phase, metrics)
+                    self.callbacks.fire("on_iteration_end", self, self.global_step, self.phase, metrics)
                     bar.update(1)
                     bar.set_postfix(phase=self.phase, fake=f"{metrics['fake_loss']:.3g}",
                                     gen=f"{metrics['generator_loss']:.3g}")
                     if self.iter_in_phase % self.cfg.checkpoint.every == 0 and self.iter_in_phase < budget:
                         self.save()
                 self.end_phase()
+                self.callbacks.fire("on_phase_end", self, self.phase)
                 self.phase += 1
                 self.iter_in_phase = 0
                 self.save()
         finally:
             bar.close()
+        self.callbacks.fire("on_fit_end", self)
 
     # ------------------------------------------------------------------ state
     @property
@@ -398,82 +371,21 @@ class Trainer:
         return self.run_dir / "checkpoints"
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "config": self.cfg.model_dump(mode="json"),
-            "phase": self.phase,
-            "iter_in_phase": self.iter_in_phase,
-            "global_step": self.global_step,
-            "phase_started": self.phase_started,
-            "rank": self.rank,
-            "non_finite_skipped": self.non_finite_skipped,
-            "generator": [self.generator.expert_state(e) for e in range(len(self.generator.experts))],
-            "fake": self.fake.state_dict() if self.phase_started else None,
-            "opt_generator": self.opt_gen.state_dict() if self.phase_started and self.opt_gen else None,
-            "opt_fake": self.opt_fake.state_dict() if self.phase_started and self.opt_fake else None,
-            "ema": self.ema.state_dict() if self.phase_started and self.ema else None,
-            "rng": {"trainer": self.rng.get_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "python": random.getstate()},
-        }
-
-    def _check_weights(self) -> None:
-        """Never write a checkpoint with non-finite trainable weights (the last good one must stay last)."""
-        for role, params in (("generator", self.generator.trainable_parameters()),
-                             ("fake", [p for m in self.fake.experts for p in m.parameters()])):
-            if not all(bool(torch.isfinite(p).all()) for p in params):
-                raise NonFiniteError(role, "weights", self.phase, self.global_step, float("nan"))
+        return trainer_state.state_dict(self)
 
     def save(self) -> Path:
-        self._check_weights()
-        remove_stale_temporaries(self.checkpoint_dir)  # a killed earlier write left only a temp file
-        state = self.state_dict()
-        if self.sharded:  # generator + EMA full on rank 0 (export), the rest sharded (pdmd_core.role_sharding)
-            full = gather_for_checkpoint({key: state.pop(key) for key in ("generator", "ema")})
-            state = local_shards(state) | full
-        return save_checkpoint(self.checkpoint_dir, self.global_step, state, self.cfg.checkpoint.keep_last)
+        """Write a checkpoint (pdmd_core.trainer_state) between the callbacks' before/after-save events."""
+        self.callbacks.fire("on_before_save", self)
+        path = trainer_state.save(self)
+        self.callbacks.fire("on_after_save", self, path)
+        return path
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
-        saved = DistillConfig.model_validate(state["config"])
-        mismatch = _training_mismatch(saved, self.cfg)
-        if mismatch:
-            raise ValueError(f"checkpoint was written with a different config: {mismatch}")
-        for e, sd in enumerate(state["generator"]):
-            self.generator.load_expert_state(e, sd)
-        self.phase = int(state["phase"])
-        self.global_step = int(state["global_step"])
-        self.non_finite_skipped = int(state.get("non_finite_skipped", 0))
-        if state["phase_started"]:
-            self.begin_phase(self.phase)
-            self.fake.load_state_dict(state["fake"])
-            assert self.opt_gen is not None and self.opt_fake is not None
-            self.opt_gen.load_state_dict(state["opt_generator"])
-            self.opt_fake.load_state_dict(state["opt_fake"])
-            shard_optimizer_state(self.opt_gen)  # no-op for unsharded parameters
-            shard_optimizer_state(self.opt_fake)
-            if self.ema is not None:
-                self.ema.load_state_dict(state["ema"])
-        else:
-            self.phase_started = False
-        self.iter_in_phase = int(state["iter_in_phase"])
-        rng = state["rng"]  # RNG states are CPU byte tensors whatever map_location did
-        if int(state.get("rank", 0)) == self.rank:
-            self.rng.set_state(rng["trainer"].cpu())
-        else:  # another rank's stream: continue with a distinct, reproducible one of our own
-            self.rng.manual_seed(resume_seed(self.rank_seed, self.global_step))
-        torch.set_rng_state(rng["torch"].cpu())
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-        random.setstate(rng["python"])
+        trainer_state.load_state_dict(self, state)
 
     def resume(self) -> Path | None:
-        """Load the latest checkpoint of run_dir if there is one; returns its path. Writes nothing: temp files
-        of a checkpoint write that was killed are never read (and are removed by the next save)."""
-        path = latest_checkpoint(self.checkpoint_dir)
-        if path is not None:
-            self.load_state_dict(load_checkpoint(path, self.device))
+        """Load the latest checkpoint of run_dir if there is one; returns its path (writes nothing)."""
+        path = trainer_state.resume(self)
         self.resumed = True
         return path
 
@@ -498,22 +410,6 @@ class Trainer:
             "generator": {"params": self.generator.total_parameters(), "trainable": trainable,
                           "experts": len(self.generator.experts)},
         }
-
-
-_RESUME_INSENSITIVE = {"checkpoint", "device", "model", "non_finite"}
-
-
-def _training_mismatch(saved: DistillConfig, current: DistillConfig) -> str:
-    a, b = saved.model_dump(mode="json"), current.model_dump(mode="json")
-    diffs = [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if k not in _RESUME_INSENSITIVE and a[k] != b.get(k)]
-    # extending the budget of the last phase is fine; everything else must match
-    diffs = [d for d in diffs if not d.startswith("iterations:")]
-    return "; ".join(diffs)
-
-
-def resume_seed(rank_seed: int, global_step: int) -> int:
-    """Generator seed of a rank resuming from another rank's checkpoint at `global_step` (distinct per rank)."""
-    return (rank_seed * 1_000_003 + global_step) % (2**63)
 
 
 def dmd_norm_by_bin(g: Tensor, t: Tensor, bins: int) -> dict[str, float]:

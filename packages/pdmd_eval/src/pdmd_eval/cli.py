@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+PANEL = "Evaluation"
+
 RESULTS_FILE = "results.json"
 
 
@@ -134,6 +136,6 @@ def metrics_command(kind: str | None = typer.Option(None, help="Only metrics for
 
 def register(app: typer.Typer) -> None:
     """Add the evaluation commands to the `pdmd` app."""
-    app.command("eval")(eval_command)
-    app.command("tables")(tables_command)
-    app.command("metrics")(metrics_command)
+    app.command("eval", rich_help_panel=PANEL)(eval_command)
+    app.command("tables", rich_help_panel=PANEL)(tables_command)
+    app.command("metrics", rich_help_panel=PANEL)(metrics_command)

@@ -1,14 +1,13 @@
-"""One benchmark's teacher, end to end: data → (feature net) → flow-matching teacher → checkpoint → quality.
+"""One benchmark's teacher: data → (feature net) → flow-matching teacher → checkpoint.
 
 Files written under the output folder (default runs/teachers/<benchmark>/): `teacher.pt` (EMA weights, sample
-shape and the resolved config), `config.yaml` (the resolved config), `features.pt2` (digits, moving_digits) and
-`samples/` (the quality-check samples as a pdmd_eval sample set). The report goes to
-reports/teachers/<benchmark>.json.
+shape and the resolved config), `config.yaml` (the resolved config) and `features.pt2` (digits, moving_digits).
+The quality gate (bars, quality-check samples, reports/teachers/<benchmark>.json) lives in the pipeline
+package (it needs the evaluation package's metrics).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ from pdmd_core.cpu_tier.config import BenchmarkConfig
 from pdmd_core.cpu_tier.data import LabelledData, build_dataset
 from pdmd_core.cpu_tier.nets import VelocityMLP, VideoMixerVelocity, count_parameters
 from pdmd_core.cpu_tier.prompts import TokenTableEncoder
-from pdmd_core.cpu_tier.quality import QualityReport
 
 TEACHER_FILE = "teacher.pt"
 FEATURES_FILE = "features.pt2"
@@ -100,45 +98,24 @@ def train_benchmark_feature_net(config: BenchmarkConfig, data: LabelledData, fol
     return net, {"feature_net_seconds": seconds, "feature_net_test_accuracy": test_acc}
 
 
-def run_quality(model: nn.Module, encoder: TokenTableEncoder, data: LabelledData, config: BenchmarkConfig,
-                feature_net: nn.Module | None) -> QualityReport:
-    from pdmd_core.cpu_tier import quality
+@dataclass
+class TrainedTeacher:
+    """What `train_teacher` produced: the EMA teacher (saved), its encoder, the data and the feature net."""
 
-    name = config.benchmark
-    if name == "toy1d":
-        return quality.check_toy1d(model, encoder, data, config)
-    if name == "mog2d":
-        return quality.check_mog2d(model, encoder, data, config)
-    if name == "digits":
-        if feature_net is None:
-            raise ValueError("the digits quality check needs a feature net: add a `features:` section to the config")
-        return quality.check_digits(model, encoder, data, config, feature_net)
-    if name == "moving_digits":
-        return quality.check_moving_digits(model, encoder, data, config, feature_net)
-    raise ValueError(f"no quality check for benchmark {name!r}")
+    model: nn.Module
+    encoder: TokenTableEncoder
+    data: LabelledData
+    feature_net: nn.Module | None
+    checkpoint: Path
+    stats: dict[str, Any]
 
 
-def save_quality_samples(report: QualityReport, data: LabelledData, config: BenchmarkConfig, checkpoint: Path,
-                         folder: Path) -> Path:
-    """The quality-check samples as a pdmd_eval sample set (seed = the sample's index in the check)."""
-    from pdmd_eval.samples import SampleRecord, SampleSet, save_sample_set
-
-    assert report.samples is not None and report.labels is not None
-    q = config.quality
-    nfe = q.steps * (1 if q.cfg_scale == 1.0 else 2)
-    records = [SampleRecord("teacher", int(p), data.prompts[int(p)], i, q.steps, nfe, str(checkpoint))
-               for i, p in enumerate(report.labels.tolist())]
-    arr = data.to_unit(report.samples).numpy().astype("float32")
-    return save_sample_set(SampleSet(arr, records, data.kind, data.name, dict(data.meta)), folder)
-
-
-def train_teacher_from_config(config: BenchmarkConfig, root: Path, output_dir: Path | None = None,
-                              progress: bool = True) -> dict[str, Any]:
-    """Train, save and check one benchmark's teacher; returns the report dict (also written as JSON)."""
+def train_teacher(config: BenchmarkConfig, folder: Path, progress: bool = True) -> TrainedTeacher:
+    """Build the data, train the feature net (if any) and the flow-matching teacher, save the EMA teacher to
+    `folder`. Checking its quality against the benchmark's bar is the pipeline package's job."""
     from pdmd_core.cpu_tier.train import configure_cpu, train_flow_matching
 
     configure_cpu(config.train.threads)
-    folder = output_dir or config.resolved_output_dir(root)
     start = time.perf_counter()
     data = build_dataset(config.data, config.seed)
     data_seconds = time.perf_counter() - start
@@ -148,13 +125,7 @@ def train_teacher_from_config(config: BenchmarkConfig, root: Path, output_dir: P
     result = train_flow_matching(model, data.train, encoder, data.prompts, config.train, config.seed,
                                  progress=progress, description=f"teacher {config.benchmark}")
     checkpoint = save_teacher(result.ema_model, config, data.sample_shape, folder)
-    quality = run_quality(result.ema_model, encoder, data, config, feature_net)
-    save_quality_samples(quality, data, config, checkpoint, folder / "samples")
-    report = {
-        "benchmark": config.benchmark,
-        "passed": quality.passed,
-        "metrics": quality.metrics,
-        "bar": quality.bar,
+    stats = {
         "teacher_train_seconds": result.seconds,
         "teacher_train_cpu_seconds": result.cpu_seconds,
         "data_seconds": data_seconds,
@@ -164,12 +135,5 @@ def train_teacher_from_config(config: BenchmarkConfig, root: Path, output_dir: P
         "iterations": config.train.iterations,
         "batch_size": config.train.batch_size,
         "threads": torch.get_num_threads(),
-        "sampling": {"steps": config.quality.steps, "cfg_scale": config.quality.cfg_scale,
-                     "num_samples": int(len(quality.samples)) if quality.samples is not None else 0},
-        "checkpoint": str(checkpoint),
     }
-    out = root / "reports" / "teachers" / f"{config.benchmark}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    report["report_path"] = str(out)
-    return report
+    return TrainedTeacher(result.ema_model, encoder, data, feature_net, checkpoint, stats)

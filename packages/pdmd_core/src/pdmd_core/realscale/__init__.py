@@ -14,9 +14,10 @@ Module map:
 - `scheduler`: `FixedScheduleEulerScheduler` (WanPipeline steps through the student's exact times).
 - `export`: experts -> diffusers LoRA files or full transformer folders + `pdmd_export.json`.
 - `pipelines`: exported student -> WanPipeline / WanImageToVideoPipeline / QwenImagePipeline at CFG 1.
-- `sample_set`, `student_io`, `commands`: `pdmd embed-prompts`, `embed-images`, `export`, `sample`.
-- `distributed`, `slurm`, `ddp_check`: process groups from SLURM (submitit), DDP, FSDP2 (`fully_shard`),
-  activation checkpointing, bf16 autocast, gradient accumulation; multi-task SLURM profiles.
+- `student_io`, `commands`: loading a trained student; `pdmd embed-prompts`, `embed-images`, `export` (sampling into
+  sample sets and SLURM jobs are the pipeline package's).
+- `distributed`, `ddp_check`: process groups from torchrun-style variables, DDP, FSDP2 (`fully_shard`),
+  activation checkpointing, bf16 autocast, gradient accumulation.
 - `sharded_weights`: transformers built empty (meta) and filled rank by rank with their FSDP2 shards read
   from the diffusers safetensors (`weights: sharded`), so 14B/20B roles never exist whole in one process.
 - `tiny`: tiny random diffusers/transformers components built from configs (tests, smoke runs).

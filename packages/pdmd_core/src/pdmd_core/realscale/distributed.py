@@ -1,10 +1,10 @@
 """Distributed training helpers: process groups from SLURM, DDP / FSDP2 wrapping, bf16 autocast,
 activation checkpointing and gradient accumulation to a global batch.
 
-- `init_distributed(backend=None)`: inside a submitit SLURM job (tasks per node x nodes) exports
-  MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK from the SLURM environment (submitit's
-  TorchDistributedEnvironment) and initialises `torch.distributed` (nccl on GPU, gloo on CPU); under
-  torchrun it uses the variables already set; otherwise it returns a single-process context.
+- `init_distributed(backend=None)`: initialises `torch.distributed` (nccl on GPU, gloo on CPU) from the
+  torchrun-style variables MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK (set by torchrun, or exported from
+  SLURM's by the pipeline package's job wrapper); without them it
+  returns a single-process context.
 - `wrap_ddp(module, ctx)`, `shard_fsdp2(module, ctx, block_types)`: `fully_shard` on every transformer block
   and on the root, bf16 parameters with fp32 gradient reduction on GPU. `fsdp2_role_wrapper(ctx)`: the
   trainer's `wrap_module` hook (teacher, fake scores, generator experts / LoRA backbones sharded per block,
@@ -44,18 +44,10 @@ class DistContext:
         return self.world_size > 1
 
 
-def _in_slurm_job() -> bool:
-    return "SLURM_JOB_ID" in os.environ and "SLURM_NTASKS" in os.environ
-
-
 def init_distributed(backend: str | None = None, device_type: str | None = None) -> DistContext:
-    """Initialise torch.distributed from SLURM (submitit) or torchrun variables; single process otherwise."""
+    """Initialise torch.distributed from torchrun-style variables; single process otherwise."""
     if dist.is_available() and dist.is_initialized():
         return current_context(device_type)
-    if "RANK" not in os.environ and _in_slurm_job() and int(os.environ["SLURM_NTASKS"]) > 1:
-        from submitit.helpers import TorchDistributedEnvironment
-
-        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     if world == 1:

@@ -73,6 +73,7 @@ def _metrics_hook(log: list[dict[str, float]]) -> Any:
 
 
 def tiny_end_to_end(root: Path, ctx: Any) -> dict[str, Any]:
+    from pdmd_core.callbacks import OnIteration
     from pdmd_core.config import DistillConfig
     from pdmd_core.models.registry import build_model
     from pdmd_core.realscale.distributed import fsdp2_role_wrapper
@@ -93,7 +94,7 @@ def tiny_end_to_end(root: Path, ctx: Any) -> dict[str, Any]:
     bundle = build_model("wan", cfg.model.params, ctx.device)  # type: ignore[union-attr]
     built_empty = all(p.is_meta for p in bundle.teacher.parameters())
     log: list[dict[str, float]] = []
-    trainer = Trainer(cfg, bundle, root / "run", hooks=[_metrics_hook(log)], progress=False,
+    trainer = Trainer(cfg, bundle, root / "run", callbacks=[OnIteration(_metrics_hook(log))], progress=False,
                       wrap_module=fsdp2_role_wrapper(ctx))
     start = time.perf_counter()
     trainer.fit()
@@ -152,6 +153,7 @@ def _random_prompt_cache(path: Path, text_dim: int, length: int = 512) -> Path:
 
 def preset_step(root: Path, ctx: Any, preset: Path, resolution: list[int], iterations: int,
                 architecture: str | None = None) -> dict[str, Any]:
+    from pdmd_core.callbacks import OnIteration
     from pdmd_core.config import load_config
     from pdmd_core.models.registry import build_model
     from pdmd_core.realscale.distributed import fsdp2_role_wrapper
@@ -182,7 +184,8 @@ def preset_step(root: Path, ctx: Any, preset: Path, resolution: list[int], itera
         times.append(now - last[0])
         last[0] = now
 
-    trainer = Trainer(cfg, bundle, root / "run", hooks=[_metrics_hook(log), timer], progress=False,
+    trainer = Trainer(cfg, bundle, root / "run", callbacks=[OnIteration(_metrics_hook(log)), OnIteration(timer)],
+                      progress=False,
                       wrap_module=fsdp2_role_wrapper(ctx))
     after_build = _peak_gib(ctx.device)
     last[0] = time.perf_counter()

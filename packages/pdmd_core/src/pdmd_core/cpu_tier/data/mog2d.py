@@ -36,7 +36,7 @@ def make_mog2d(grid: int, spacing: float, std: float, num_points: int, seed: int
         points, rows, modes = sample_mog2d(grid, spacing, std, n, gen)
         splits.append(Split(points, rows, {"mode": modes}))
     centres = mode_centres(grid, spacing)
-    # Keys as pdmd_eval.functional.modes reads them from a sample set's meta extras.
+    # Keys as the evaluation package's mode statistics read them from a sample set's meta extras.
     meta = {
         "mode_centers": centres.tolist(),
         "mode_prompt": [m // grid for m in range(grid * grid)],  # prompt id (row) of each mode

@@ -8,19 +8,29 @@ from typing import Any
 
 import typer
 
+PANEL = "Services"
+
+
+def mlflow_group(app: typer.Typer) -> typer.Typer:
+    """The `pdmd mlflow` group, created by whichever pipeline module registers first (server and UI commands)."""
+    for group in app.registered_groups:
+        if group.name == "mlflow" and group.typer_instance is not None:
+            return group.typer_instance
+    group_app = typer.Typer(help="MLflow: the local tracking server, the UI, spool replay.", no_args_is_help=True)
+    app.add_typer(group_app, name="mlflow", rich_help_panel=PANEL)
+    return group_app
+
 
 def register(app: typer.Typer) -> None:
     cluster = typer.Typer(help="A real single-node SLURM cluster on this machine (needs root).",
                           no_args_is_help=True)
-    mlflow_app = typer.Typer(help="A local MLflow tracking server (loopback, sqlite backend).",
-                             no_args_is_help=True)
-    app.add_typer(cluster, name="cluster")
-    app.add_typer(mlflow_app, name="mlflow")
+    app.add_typer(cluster, name="cluster", rich_help_panel=PANEL)
+    mlflow_app = mlflow_group(app)
 
-    @app.command("env")
+    @app.command("env", rich_help_panel=PANEL)
     def env_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
         """Versions, device, threads, and whether SLURM and an MLflow server are reachable."""
-        from pdmd_core.infra.envinfo import collect
+        from pdmd_pipeline.infra.envinfo import collect
 
         info: dict[str, Any] = collect()
         if as_json:
@@ -42,7 +52,7 @@ def register(app: typer.Typer) -> None:
     @cluster.command("start")
     def cluster_start() -> None:
         """Start munged, MariaDB, slurmdbd, slurmctld and slurmd; wait until the node is idle."""
-        from pdmd_core.infra import slurm_cluster
+        from pdmd_pipeline.infra import slurm_cluster
 
         try:
             started = slurm_cluster.start()
@@ -55,7 +65,7 @@ def register(app: typer.Typer) -> None:
     @cluster.command("stop")
     def cluster_stop() -> None:
         """Stop exactly the daemons `pdmd cluster start` started."""
-        from pdmd_core.infra import slurm_cluster
+        from pdmd_pipeline.infra import slurm_cluster
 
         stopped = slurm_cluster.stop()
         typer.echo(f"stopped: {', '.join(stopped) or 'nothing'}")
@@ -63,7 +73,7 @@ def register(app: typer.Typer) -> None:
     @cluster.command("status")
     def cluster_status() -> None:
         """Daemons, their pids, and the node state."""
-        from pdmd_core.infra import slurm_cluster
+        from pdmd_pipeline.infra import slurm_cluster
 
         typer.echo(json.dumps(slurm_cluster.status(), indent=2))
 
@@ -73,7 +83,7 @@ def register(app: typer.Typer) -> None:
         root: Path = typer.Option(None, help="Store folder (default .pdmd/mlflow in the project)."),
     ) -> None:
         """Start the tracking server; prints its URL (use it as MLFLOW_TRACKING_URI)."""
-        from pdmd_core.infra import mlflow_server
+        from pdmd_pipeline.infra import mlflow_server
 
         try:
             info = mlflow_server.start(root=root, port=port)
@@ -85,13 +95,13 @@ def register(app: typer.Typer) -> None:
     @mlflow_app.command("stop")
     def mlflow_stop(root: Path = typer.Option(None, help="Store folder of the server to stop.")) -> None:
         """Stop the tracking server started for this project."""
-        from pdmd_core.infra import mlflow_server
+        from pdmd_pipeline.infra import mlflow_server
 
         typer.echo("stopped" if mlflow_server.stop(root) else "no server was running")
 
     @mlflow_app.command("status")
     def mlflow_status(root: Path = typer.Option(None, help="Store folder.")) -> None:
         """Whether the project's tracking server is up, and where."""
-        from pdmd_core.infra import mlflow_server
+        from pdmd_pipeline.infra import mlflow_server
 
         typer.echo(json.dumps(mlflow_server.status(root), indent=2))

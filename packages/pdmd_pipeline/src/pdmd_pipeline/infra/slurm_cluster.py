@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pdmd_core.infra.processes import pid_alive, read_pid, terminate, wait_for
+from pdmd_pipeline.infra.processes import pid_alive, read_pid, terminate, wait_for
 
 CLUSTER_NAME = "pdmd"
 PARTITION = "debug"

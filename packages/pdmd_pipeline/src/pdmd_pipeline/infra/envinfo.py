@@ -7,7 +7,7 @@ import platform
 import shutil
 from importlib.metadata import PackageNotFoundError, version
 
-from pdmd_core.infra import mlflow_server, slurm_cluster
+from pdmd_pipeline.infra import mlflow_server, slurm_cluster
 
 PACKAGES = ["pdmd-core", "pdmd-eval", "torch", "torchvision", "diffusers", "transformers", "peft",
             "mlflow", "dvc", "submitit", "open-clip-torch", "lpips", "torchmetrics"]

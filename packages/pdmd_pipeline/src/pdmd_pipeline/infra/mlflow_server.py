@@ -16,8 +16,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pdmd_core.infra.processes import pid_alive, terminate, wait_for
 from pdmd_core.paths import state_dir
+from pdmd_pipeline.infra.processes import pid_alive, terminate, wait_for
 
 DEFAULT_PORT = 5005
 

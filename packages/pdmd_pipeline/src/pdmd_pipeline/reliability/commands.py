@@ -10,7 +10,7 @@ import typer
 def register(app: typer.Typer) -> None:
     group = typer.Typer(help="Fault injection: checkpoints, non-finite values, configs, determinism, services.",
                         no_args_is_help=True)
-    app.add_typer(group, name="reliability")
+    app.add_typer(group, name="reliability", rich_help_panel="Pipeline")
 
     @group.command("report")
     def report(
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
 
         import torch
 
-        from pdmd_core.reliability.report import write_report
+        from pdmd_pipeline.reliability.report import write_report
 
         torch.set_num_threads(1)
         folder = work or Path(tempfile.mkdtemp(prefix="pdmd-reliability-"))

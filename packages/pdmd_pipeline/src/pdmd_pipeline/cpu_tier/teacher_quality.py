@@ -1,4 +1,8 @@
-"""Teacher quality checks against the issue's bars, using pdmd_eval's metrics.
+"""The CPU-tier teacher's quality gate: bars checked with pdmd_eval's metrics on the teacher that pdmd_core trained.
+
+`train_teacher_from_config` trains and saves the teacher (pdmd_core.cpu_tier.teacher.train_teacher), runs the
+benchmark's check, writes the check's samples as a pdmd_eval sample set (`<teacher folder>/samples/`) and the
+report reports/teachers/<benchmark>.json.
 
 Bars: toy1d endpoint W1 to the data ≤ 0.05; mog2d ≥ 24 of 25 modes covered; digits classifier accuracy ≥ 0.95
 and FD ≤ 3× the real-vs-real FD; moving_digits mean optical-flow magnitude within 10 % of the real clips'.
@@ -7,7 +11,9 @@ Each check returns the measured numbers, the bar and whether it passed.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -128,3 +134,59 @@ def check_moving_digits(model: nn.Module, encoder: PromptEncoder, data: Labelled
         metrics["accuracy"] = float((gen_logits.argmax(axis=1) == labels.numpy()).mean())
     return QualityReport(metrics, {"relative_speed_error_max": MOVING_MAX_SPEED_ERROR},
                          error <= MOVING_MAX_SPEED_ERROR, samples, labels)
+
+
+def run_quality(model: nn.Module, encoder: PromptEncoder, data: LabelledData, config: BenchmarkConfig,
+                feature_net: nn.Module | None) -> QualityReport:
+    name = config.benchmark
+    if name == "toy1d":
+        return check_toy1d(model, encoder, data, config)
+    if name == "mog2d":
+        return check_mog2d(model, encoder, data, config)
+    if name == "digits":
+        if feature_net is None:
+            raise ValueError("the digits quality check needs a feature net: add a `features:` section to the config")
+        return check_digits(model, encoder, data, config, feature_net)
+    if name == "moving_digits":
+        return check_moving_digits(model, encoder, data, config, feature_net)
+    raise ValueError(f"no quality check for benchmark {name!r}")
+
+
+def save_quality_samples(report: QualityReport, data: LabelledData, config: BenchmarkConfig, checkpoint: Path,
+                         folder: Path) -> Path:
+    """The quality-check samples as a pdmd_eval sample set (seed = the sample's index in the check)."""
+    from pdmd_eval.samples import SampleRecord, SampleSet, save_sample_set
+
+    assert report.samples is not None and report.labels is not None
+    q = config.quality
+    nfe = q.steps * (1 if q.cfg_scale == 1.0 else 2)
+    records = [SampleRecord("teacher", int(p), data.prompts[int(p)], i, q.steps, nfe, str(checkpoint))
+               for i, p in enumerate(report.labels.tolist())]
+    arr = data.to_unit(report.samples).numpy().astype("float32")
+    return save_sample_set(SampleSet(arr, records, data.kind, data.name, dict(data.meta)), folder)
+
+
+def train_teacher_from_config(config: BenchmarkConfig, root: Path, output_dir: Path | None = None,
+                              progress: bool = True) -> dict[str, Any]:
+    """Train, save and check one benchmark's teacher; returns the report dict (also written as JSON)."""
+    from pdmd_core.cpu_tier.teacher import train_teacher
+
+    folder = output_dir or config.resolved_output_dir(root)
+    teacher = train_teacher(config, folder, progress)
+    quality = run_quality(teacher.model, teacher.encoder, teacher.data, config, teacher.feature_net)
+    save_quality_samples(quality, teacher.data, config, teacher.checkpoint, folder / "samples")
+    report = {
+        "benchmark": config.benchmark,
+        "passed": quality.passed,
+        "metrics": quality.metrics,
+        "bar": quality.bar,
+        **teacher.stats,
+        "sampling": {"steps": config.quality.steps, "cfg_scale": config.quality.cfg_scale,
+                     "num_samples": int(len(quality.samples)) if quality.samples is not None else 0},
+        "checkpoint": str(teacher.checkpoint),
+    }
+    out = root / "reports" / "teachers" / f"{config.benchmark}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    report["report_path"] = str(out)
+    return report

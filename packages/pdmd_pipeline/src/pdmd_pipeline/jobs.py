@@ -25,6 +25,9 @@ from typing import Any
 import yaml
 from submitit.helpers import Checkpointable
 
+from pdmd_core.callbacks import Callback
+from pdmd_core.config import DistillConfig
+
 RESULT_FILE = "result.json"
 # Recorded as run tags and in result.json, so a sweep shows which SLURM array task ran each arm × seed.
 SLURM_ENV = {"slurm_job_id": "SLURM_JOB_ID", "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
@@ -50,7 +53,7 @@ class DistillJob:
     arm: str
     seed: int
     run_dir: str
-    config: dict[str, Any]
+    config: DistillConfig  # validated once when the params were resolved; a dict only where it is written
     tracking: TrackingTarget
     threads: int = 1
     progress: bool = False
@@ -77,16 +80,41 @@ def logged_steps(tracker: Any) -> set[int]:
 
 
 def make_tracker(target: TrackingTarget) -> Any:
-    from pdmd_core.pipeline.tracking import Tracker
+    from pdmd_pipeline.tracking import Tracker
 
     return Tracker(target.uri, target.run_key, Path(target.spool_root), enabled=target.enabled)
+
+
+class TrackingCallback(Callback):
+    """Each generator iteration's metrics (+ phase) to the run's spooled MLflow tracker, each step once: a resumed
+    run recomputes the steps after its checkpoint bit-identically, and those already spooled are not logged again."""
+
+    def __init__(self, tracker: Any, already_logged: set[int]) -> None:
+        self.tracker, self.already = tracker, already_logged
+
+    def on_iteration_end(self, trainer: Any, step: int, phase: int, metrics: dict[str, float]) -> None:
+        if step not in self.already:
+            self.tracker.log_metrics({**metrics, "phase": float(phase)}, step)
+
+
+class PreemptionCallback(Callback):
+    """At the first iteration boundary after `stop_requested()` turns true: write a checkpoint, deliver the spooled
+    records (`before_stop`), raise `Preempted` (the requeued job resumes from that checkpoint)."""
+
+    def __init__(self, stop_requested: Any, label: str, before_stop: Any) -> None:
+        self.stop_requested, self.label, self.before_stop = stop_requested, label, before_stop
+
+    def on_iteration_end(self, trainer: Any, step: int, phase: int, metrics: dict[str, float]) -> None:
+        if self.stop_requested():
+            trainer.save()
+            self.before_stop()
+            raise Preempted(f"{self.label}: checkpoint written at step {step} for requeue")
 
 
 def run_distill(job: DistillJob, stop_requested: Any = None) -> dict[str, Any]:
     """Train one arm × seed; returns the result dict (also written to run_dir/result.json)."""
     import torch
 
-    from pdmd_core.config import DistillConfig
     from pdmd_core.models.registry import build_model
     from pdmd_core.trainer import Trainer
 
@@ -94,30 +122,24 @@ def run_distill(job: DistillJob, stop_requested: Any = None) -> dict[str, Any]:
     torch.set_flush_denormal(True)
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(job.config, sort_keys=False))
-    cfg = DistillConfig.model_validate(job.config)
+    cfg = job.config
+    resolved = cfg.model_dump(mode="json")
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
     tracker = make_tracker(job.tracking)
     slurm = {k: os.environ[v] for k, v in SLURM_ENV.items() if v in os.environ}
     tracker.start(job.tracking.experiment, job.tracking.run_name, {**job.tracking.tags, **slurm},
                   job.tracking.parent_key)
     already = logged_steps(tracker)
     if not already:
-        tracker.log_params(flatten(job.config))
+        tracker.log_params(flatten(resolved))
     start = time.perf_counter()
     assert cfg.model is not None, "the pipeline always sets `model`"
     bundle = build_model(cfg.model.kind, cfg.model.params, cfg.device)
-    trainer: Trainer | None = None
-
-    def hook(step: int, phase: int, metrics: dict[str, float]) -> None:
-        if step not in already:  # a resumed run recomputes steps after its checkpoint bit-identically
-            tracker.log_metrics({**metrics, "phase": float(phase)}, step)
-        if stop_requested is not None and stop_requested():
-            assert trainer is not None
-            trainer.save()
-            tracker.flush(force=True)
-            raise Preempted(f"{job.arm}/seed{job.seed}: checkpoint written at step {step} for requeue")
-
-    trainer = Trainer(cfg, bundle, run_dir, hooks=[hook], progress=job.progress)
+    callbacks: list[Callback] = [TrackingCallback(tracker, already)]
+    if stop_requested is not None:
+        callbacks.append(PreemptionCallback(stop_requested, f"{job.arm}/seed{job.seed}",
+                                            lambda: tracker.flush(force=True)))
+    trainer = Trainer(cfg, bundle, run_dir, callbacks=callbacks, progress=job.progress)
     try:
         trainer.fit()
     except Preempted:

@@ -5,7 +5,7 @@
   (0-based count of `prompt_source.sample` calls in this process). The trainer samples prompts once per rollout:
   `ttur_ratio` critic rollouts, then one generator rollout per generator step, so `rollout_index` maps
   (step, role) to the call to corrupt. The NaN/Inf then arises for real in the networks and the losses.
-  Use it as `model: {kind: "pdmd_core.reliability.faults:build_faulty_mlp", corrupt_rollouts: [...], ...}`.
+  Use it as `model: {kind: "pdmd_pipeline.reliability.faults:build_faulty_mlp", corrupt_rollouts: [...], ...}`.
 - `stalling_save(real_save, stall_step, marker)`: a `torch.save` replacement that, for the checkpoint of
   `stall_step`, writes half of the serialised bytes to the open temp file, fsyncs, writes `marker` (JSON with
   the temp file's path and sizes) and sleeps, so that the parent can SIGKILL the process in mid-write.

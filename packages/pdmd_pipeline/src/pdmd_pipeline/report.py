@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from pdmd_core.pipeline import claims as C
-from pdmd_core.pipeline.layout import Layout
-from pdmd_core.pipeline.params import TEACHER_REFERENCE_PREFIX, PipelineParams
+from pdmd_pipeline import claims as C
+from pdmd_pipeline.layout import Layout
+from pdmd_pipeline.params import TEACHER_REFERENCE_PREFIX, PipelineParams
 
 UnitKey = tuple[int, Hashable]
 
@@ -191,12 +191,12 @@ def run_sample_png(sset: Any, path: Path) -> Path:
 def _log_run_artifacts(params: PipelineParams, benchmark: str, layout: Layout, results: dict[str, dict[str, Any]],
                        values: dict[str, dict[str, dict[UnitKey, float]]], dirs: dict[str, str]) -> None:
     """Per child run: its sample grid PNG (and a GIF for video), its table rows as CSV."""
-    from pdmd_core.pipeline.stages import read_json
-    from pdmd_core.pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
     from pdmd_eval.figures import write_gif
     from pdmd_eval.registry import MetricResult
     from pdmd_eval.samples import load_sample_set
     from pdmd_eval.tables import Row, write_csv
+    from pdmd_pipeline.stages import read_json
+    from pdmd_pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
 
     sweep = read_json(layout.distill(benchmark) / "sweep.json")
     uri = resolve_tracking_uri(params.tracking_uri, layout.root)
@@ -223,7 +223,7 @@ def _log_run_artifacts(params: PipelineParams, benchmark: str, layout: Layout, r
 
 def run_facts(params: PipelineParams, benchmark: str, layout: Layout) -> dict[str, Any]:
     """What the report states about how the numbers were made: teacher quality, sweep size and time."""
-    from pdmd_core.pipeline.stages import read_json
+    from pdmd_pipeline.stages import read_json
 
     sweep = read_json(layout.distill(benchmark) / "sweep.json")
     teacher = read_json(layout.teacher_report(benchmark))
@@ -234,10 +234,10 @@ def run_facts(params: PipelineParams, benchmark: str, layout: Layout) -> dict[st
 
 
 def stage_tables(params: PipelineParams, benchmark: str, layout: Layout) -> list[dict[str, Any]]:
-    from pdmd_core.pipeline.stages import read_json, reference_name
     from pdmd_eval.figures import diversity_fidelity_scatter, motion_bars, sample_grid
     from pdmd_eval.samples import load_sample_set
     from pdmd_eval.tables import Row, write_tables
+    from pdmd_pipeline.stages import read_json, reference_name
 
     info = read_json(layout.data(benchmark) / "info.json")
     kind = info["kind"]
@@ -312,7 +312,7 @@ def stage_report(params: PipelineParams, layout: Layout) -> str:
         lines.append(f"| {claim.title} | " + " | ".join(cells) + " |")
     lines += ["", "## Verdict rules (fixed before any result was seen)", "", f"Units and pairing: {UNITS}", "",
               f"Statistic: {STATISTIC}", "", RULES, "",
-              f"ALPHA = {C.ALPHA}, MARGIN = {C.MARGIN}, MIN_UNITS = {C.MIN_UNITS} (pdmd_core.pipeline.claims).", ""]
+              f"ALPHA = {C.ALPHA}, MARGIN = {C.MARGIN}, MIN_UNITS = {C.MIN_UNITS} (pdmd_pipeline.claims).", ""]
     for claim in C.CLAIMS:
         lines += [f"## {claim.title}", "", f"Paper: {claim.paper}", ""]
         for b in benches:

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from pdmd_core.pipeline.layout import Layout
-from pdmd_core.pipeline.params import TEACHER_REFERENCE_PREFIX, PipelineParams, deep_merge, resolve_run_config
+from pdmd_pipeline.layout import Layout
+from pdmd_pipeline.params import TEACHER_REFERENCE_PREFIX, PipelineParams, deep_merge, resolve_run_config
 
 MODEL_KIND = "cpu_tier"
 
@@ -110,7 +110,7 @@ def stage_data(params: PipelineParams, benchmark: str, layout: Layout) -> dict[s
 
 # ------------------------------------------------------------------------------------------------ teacher
 def stage_teacher(params: PipelineParams, benchmark: str, layout: Layout) -> dict[str, Any]:
-    from pdmd_core.cpu_tier.teacher import train_teacher_from_config
+    from pdmd_pipeline.cpu_tier.teacher_quality import train_teacher_from_config
 
     cfg = benchmark_config(params, benchmark, layout.root)
     report = train_teacher_from_config(cfg, layout.root, output_dir=layout.teacher(benchmark), progress=True)
@@ -146,8 +146,8 @@ class Sweep:
 def build_jobs(params: PipelineParams, benchmark: str, layout: Layout, sweep_id: str, uri: str,
                spool_root: Path, arms: list[str] | None = None, seeds: list[int] | None = None,
                tracking: bool = True) -> tuple[list[Any], str]:
-    from pdmd_core.pipeline.jobs import DistillJob, TrackingTarget
-    from pdmd_core.pipeline.params import arm_tags
+    from pdmd_pipeline.jobs import DistillJob, TrackingTarget
+    from pdmd_pipeline.params import arm_tags
 
     bench = params.benchmark(benchmark)
     arms = arms or bench.arms
@@ -178,9 +178,9 @@ def build_jobs(params: PipelineParams, benchmark: str, layout: Layout, sweep_id:
 def stage_distill(params: PipelineParams, benchmark: str, layout: Layout, arms: list[str] | None = None,
                   seeds: list[int] | None = None, executor: str | None = None) -> dict[str, Any]:
     """Submit every arm × seed of the benchmark, block until all finish; sweep.json lists the runs."""
-    from pdmd_core.pipeline.executors import ExecutorSettings, check_executor, run_jobs
-    from pdmd_core.pipeline.jobs import CheckpointableDistill, job_name, run_distill
-    from pdmd_core.pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
+    from pdmd_pipeline.executors import ExecutorSettings, check_executor, run_jobs
+    from pdmd_pipeline.jobs import CheckpointableDistill, job_name, run_distill
+    from pdmd_pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
 
     kind = executor or params.executor
     check_executor(kind)
@@ -338,12 +338,12 @@ def stage_evaluate(params: PipelineParams, benchmark: str, layout: Layout) -> di
     from tqdm.auto import tqdm
 
     from pdmd_core.cpu_tier.teacher import FEATURES_FILE
-    from pdmd_core.pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
     from pdmd_eval.context import EvalContext
     from pdmd_eval.evaluate import default_metrics, evaluate
     from pdmd_eval.features import load_feature_net
     from pdmd_eval.registry import DOWN
     from pdmd_eval.samples import load_sample_set
+    from pdmd_pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
 
     torch.set_num_threads(params.torch_threads)
     info = read_json(layout.data(benchmark) / "info.json")

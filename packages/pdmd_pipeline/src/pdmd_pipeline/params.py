@@ -10,9 +10,10 @@ Shape (every key documented in params.yaml itself):
     arms: {name: {...}}              # DistillConfig overrides that make an arm (method, phases, ablation)
     benchmarks: {name: {config, teacher, enforce_bar, arms, distill}}
 
-`resolve_run_config` builds one arm × seed's DistillConfig dict: shared `distill` < benchmark `distill` < arm
-overrides < {seed, iterations per phase, model}. The iteration budget is the same for every arm: a K-phase arm
-gets `iterations / K` generator iterations per phase (K must divide it).
+`resolve_run_config` builds one arm × seed's validated DistillConfig: shared `distill` < benchmark `distill` < arm
+overrides < {seed, iterations per phase, model}; it travels as that object to the job and the trainer. The
+iteration budget is the same for every arm: a K-phase arm gets `iterations / K` generator iterations per phase
+(K must divide it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pdmd_core.config import DistillConfig
 
 PARAMS_FILE = "params.yaml"
 TEACHER_REFERENCE_PREFIX = "teacher_"
@@ -152,8 +155,8 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_run_config(params: PipelineParams, benchmark: str, arm: str, seed: int,
-                       model: dict[str, Any]) -> dict[str, Any]:
-    """The DistillConfig dict of one arm × seed, validated (raises the config's own error on a bad field)."""
+                       model: dict[str, Any]) -> DistillConfig:
+    """The DistillConfig of one arm × seed, validated (raises the config's own error on a bad field)."""
     from pdmd_core.config import config_from_dict
 
     bench = params.benchmark(benchmark)
@@ -162,21 +165,18 @@ def resolve_run_config(params: PipelineParams, benchmark: str, arm: str, seed: i
     merged = deep_merge(deep_merge(params.distill, bench.distill), params.arms[arm])
     merged["seed"] = seed
     merged["model"] = model
-    probe = config_from_dict(merged, source=f"{benchmark}/{arm}")  # validates and gives the phase count
-    phases = probe.num_phases
+    cfg = config_from_dict(merged, source=f"{benchmark}/{arm}")
+    phases = cfg.num_phases
     budget = params.budget(benchmark)
     if budget % phases:
         raise ParamsError(f"iterations={budget} for benchmark {benchmark!r} is not divisible by the {phases} "
                           f"phases of arm {arm!r}: every arm must get the same generator budget")
-    merged["iterations"] = budget // phases
-    return config_from_dict(merged, source=f"{benchmark}/{arm}").model_dump(mode="json")
+    # an int budget per phase replaces whatever the merged dict said (always valid: budget // phases >= 1)
+    return cfg.model_copy(update={"iterations": budget // phases})
 
 
-def arm_tags(config: dict[str, Any]) -> dict[str, str]:
+def arm_tags(cfg: DistillConfig) -> dict[str, str]:
     """The tags that let MLflow's compare view line up arms: method, phases, sgts, steps, ablation fields."""
-    from pdmd_core.config import DistillConfig
-
-    cfg = DistillConfig.model_validate(config)
     sgts = cfg.method == "sgts" or (cfg.method == "phased" and cfg.in_phase == "sgts"
                                     and any(b - a > 1 for a, b in zip(cfg.phase_step_bounds(),
                                                                       cfg.phase_step_bounds()[1:], strict=False)))

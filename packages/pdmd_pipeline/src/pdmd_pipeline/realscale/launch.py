@@ -18,8 +18,6 @@ it to SLURM with a distributed profile (`slurm/profiles/realscale_*.yaml`).
 from __future__ import annotations
 
 import functools
-import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +34,12 @@ def per_rank_batch(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
-def _metrics_writer(path: Path) -> Callable[[int, int, dict[str, float]], None]:
-    def write(step: int, phase: int, metrics: dict[str, float]) -> None:
-        with path.open("a") as log:
-            log.write(json.dumps({"step": step, "phase": phase, **metrics}) + "\n")
-
-    return write
-
-
 def train_rank(config: str | Path, run_dir: str | Path, overrides: dict[str, Any] | None = None,
                backend: str | None = None) -> dict[str, Any]:
     """Run this task's rank of a data-parallel distillation; returns the rank's final trainable state."""
+    from pdmd_core.callbacks import MetricsJsonl
     from pdmd_core.config import load_config
+    from pdmd_core.dtensor_state import gather_for_checkpoint
     from pdmd_core.models.registry import build_model
     from pdmd_core.realscale.distributed import (
         average_gradients,
@@ -55,7 +47,6 @@ def train_rank(config: str | Path, run_dir: str | Path, overrides: dict[str, Any
         init_distributed,
         shutdown_distributed,
     )
-    from pdmd_core.role_sharding import gather_for_checkpoint
     from pdmd_core.roles import autocast_dtype_of
     from pdmd_core.trainer import Trainer
 
@@ -70,7 +61,7 @@ def train_rank(config: str | Path, run_dir: str | Path, overrides: dict[str, Any
         bundle = build_model(cfg.model.kind, cfg.model.params, ctx.device)  # type: ignore[union-attr]
         folder = rank_run_dir(Path(run_dir), ctx.rank)
         folder.mkdir(parents=True, exist_ok=True)
-        hooks = [_metrics_writer(folder / "metrics.jsonl")] if ctx.is_main else []
+        callbacks = [MetricsJsonl(folder / "metrics.jsonl")] if ctx.is_main else []
         plan = bundle.extras.get("params")
         fsdp = ctx.distributed and bool(getattr(plan, "fsdp", False))
         if fsdp:
@@ -79,7 +70,7 @@ def train_rank(config: str | Path, run_dir: str | Path, overrides: dict[str, Any
                 autocast=autocast_dtype_of(bundle) is not None)}
         else:
             sharding = {"grad_sync": functools.partial(average_gradients, ctx=ctx)}
-        trainer = Trainer(cfg, bundle, folder, hooks=hooks, progress=ctx.is_main, rank=ctx.rank, **sharding)
+        trainer = Trainer(cfg, bundle, folder, callbacks=callbacks, progress=ctx.is_main, rank=ctx.rank, **sharding)
         trainer.fit()
         state = {"generator": [trainer.generator.expert_state(e) for e in range(len(trainer.generator.experts))],
                  "fake": trainer.fake.state_dict()}
@@ -94,8 +85,8 @@ def train_rank(config: str | Path, run_dir: str | Path, overrides: dict[str, Any
 def submit_training(config: str | Path, run_dir: str | Path, profile_path: str | Path,
                     overrides: dict[str, Any] | None = None) -> Any:
     """Submit `train_rank` as one SLURM job of nodes x tasks_per_node ranks; returns the submitit job."""
-    from pdmd_core.realscale.slurm import distributed_executor, load_distributed_profile
+    from pdmd_pipeline.realscale.slurm import distributed_executor, load_distributed_profile, submit_ranks
 
     profile = load_distributed_profile(profile_path)
     executor = distributed_executor(profile, Path(run_dir) / "slurm", name=f"pdmd-{Path(config).stem}")
-    return executor.submit(train_rank, str(Path(config).resolve()), str(Path(run_dir).resolve()), overrides)
+    return submit_ranks(executor, train_rank, str(Path(config).resolve()), str(Path(run_dir).resolve()), overrides)

@@ -1,4 +1,4 @@
-"""Service faults, injected through the pipeline's own machinery (pdmd_core.pipeline, helper E's):
+"""Service faults, injected through the pipeline's own machinery (pdmd_pipeline, helper E's):
 
 - `mlflow_outage`: training logs through `pipeline.tracking.Tracker` (a write-ahead spool) to a real MLflow
   server that is down when the run starts, comes up, is killed mid-run and comes back; afterwards
@@ -7,7 +7,7 @@
   SLURM's USR2 mid-run, checkpoints, is requeued by submitit, resumes (the requeue waits ~2 minutes here) and
   must end with parameters bit-identical to an uninterrupted run and each step spooled once.
 
-Both start the local services they need (pdmd_core.infra) and stop only what they started.
+Both start the local services they need (pdmd_pipeline.infra) and stop only what they started.
 """
 
 from __future__ import annotations
@@ -18,17 +18,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pdmd_core.reliability.scenarios import FaultOutcome, generator_state, run_config, same_parameters
+from pdmd_pipeline.reliability.scenarios import FaultOutcome, generator_state, run_config, same_parameters
 
 
 def mlflow_outage(work: Path, down_at: int = 5, back_at: int = 7) -> list[FaultOutcome]:
     from mlflow.tracking import MlflowClient
 
+    from pdmd_core.callbacks import OnIteration
     from pdmd_core.config import config_from_dict
-    from pdmd_core.infra import mlflow_server
     from pdmd_core.models.registry import build_model
-    from pdmd_core.pipeline.tracking import Tracker, replay
     from pdmd_core.trainer import Trainer
+    from pdmd_pipeline.infra import mlflow_server
+    from pdmd_pipeline.tracking import Tracker, replay
 
     start = time.perf_counter()
     root, port = work / "server", mlflow_server.free_port()
@@ -55,8 +56,8 @@ def mlflow_outage(work: Path, down_at: int = 5, back_at: int = 7) -> list[FaultO
     try:
         cfg = config_from_dict(run_config())
         assert cfg.model is not None
-        trainer = Trainer(cfg, build_model(cfg.model.kind, cfg.model.params), work / "run", hooks=[hook],
-                          progress=False)
+        trainer = Trainer(cfg, build_model(cfg.model.kind, cfg.model.params), work / "run",
+                          callbacks=[OnIteration(hook)], progress=False)
         trainer.fit()
         tracker.end()
         counts = replay(url, work / "spool")
@@ -81,16 +82,16 @@ def mlflow_outage(work: Path, down_at: int = 5, back_at: int = 7) -> list[FaultO
 def slurm_preemption(work: Path, iterations: int = 400, signal_after: int = 40) -> list[FaultOutcome]:
     from pdmd_core.checkpoint import load_checkpoint
     from pdmd_core.config import config_from_dict
-    from pdmd_core.infra import slurm_cluster
-    from pdmd_core.pipeline.executors import ExecutorSettings, SlurmProfile, slurm_executor
-    from pdmd_core.pipeline.jobs import CheckpointableDistill, DistillJob, TrackingTarget, run_distill
-    from pdmd_core.pipeline.tracking import Spool
+    from pdmd_pipeline.executors import ExecutorSettings, SlurmProfile, slurm_executor
+    from pdmd_pipeline.infra import slurm_cluster
+    from pdmd_pipeline.jobs import CheckpointableDistill, DistillJob, TrackingTarget, run_distill
+    from pdmd_pipeline.tracking import Spool
 
     start = time.perf_counter()
 
     def job(name: str) -> DistillJob:
         config = config_from_dict(run_config(iterations=[iterations // 2] * 2, batch_size=32,
-                                             checkpoint={"every": 10_000, "keep_last": 2})).model_dump(mode="json")
+                                             checkpoint={"every": 10_000, "keep_last": 2}))
         target = TrackingTarget(uri=f"sqlite:///{work / 'mlflow.db'}", experiment="pdmd/reliability",
                                 run_key=f"preempt/{name}", parent_key=None, spool_root=str(work / "spool"),
                                 run_name=name, enabled=False)

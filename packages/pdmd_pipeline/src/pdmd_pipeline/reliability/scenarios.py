@@ -12,7 +12,7 @@ Core faults (always run, ~1 min on one CPU thread):
   exit non-zero with one error naming the field, the value and what is allowed, and write nothing.
 - `determinism`: two separate `pdmd train` processes with the same config and seed write identical metrics.
 
-Service faults (pdmd_core.pipeline's tracking spool and SLURM checkpointable job; need the local MLflow server
+Service faults (pdmd_pipeline's tracking spool and SLURM checkpointable job; need the local MLflow server
 and SLURM cluster, minutes): `mlflow_outage`, `slurm_preemption`.
 """
 
@@ -36,7 +36,7 @@ import yaml
 
 from pdmd_core.checkpoint import TEMP_PREFIX, latest_checkpoint, list_checkpoints, load_checkpoint
 
-FAULTY_KIND = "pdmd_core.reliability.faults:build_faulty_mlp"
+FAULTY_KIND = "pdmd_pipeline.reliability.faults:build_faulty_mlp"
 SMALL_MODEL: dict[str, Any] = {"kind": "mlp", "dim": 6, "hidden": 32, "depth": 1, "cond_dim": 8}
 SMALL_RUN: dict[str, Any] = {
     "method": "phased", "num_steps": 4, "phases": 2, "shift": 3.0, "batch_size": 8, "ttur_ratio": 2,
@@ -123,7 +123,7 @@ def kill_during_checkpoint_write(work: Path, stall_step: int = 6) -> list[FaultO
     cfg = write_config(work / "run.yaml", run_config())
     cut, ref, marker = work / "killed", work / "uninterrupted", work / "stalled.json"
     child = subprocess.Popen(
-        [sys.executable, "-m", "pdmd_core.reliability.stall", "--step", str(stall_step), "--marker", str(marker),
+        [sys.executable, "-m", "pdmd_pipeline.reliability.stall", "--step", str(stall_step), "--marker", str(marker),
          "--", "train", str(cfg), "--run-dir", str(cut)],
         stdout=(work / "killed.log").open("wb"), stderr=subprocess.STDOUT, env=subprocess_env())
     deadline = time.monotonic() + 300
@@ -168,6 +168,7 @@ def kill_during_checkpoint_write(work: Path, stall_step: int = 6) -> list[FaultO
 # ------------------------------------------------------------------------------------ non-finite values
 def _train_in_process(cfg_data: dict[str, Any], run_dir: Path) -> tuple[Any, BaseException | None,
                                                                          list[dict[str, float]]]:
+    from pdmd_core.callbacks import OnIteration
     from pdmd_core.config import config_from_dict
     from pdmd_core.models.registry import build_model
     from pdmd_core.trainer import Trainer
@@ -177,7 +178,7 @@ def _train_in_process(cfg_data: dict[str, Any], run_dir: Path) -> tuple[Any, Bas
     assert cfg.model is not None
     log: list[dict[str, float]] = []
     trainer = Trainer(cfg, build_model(cfg.model.kind, cfg.model.params), run_dir,
-                      hooks=[lambda step, phase, m: log.append({"step": step, "phase": phase, **m})],
+                      callbacks=[OnIteration(lambda step, phase, m: log.append({"step": step, "phase": phase, **m}))],
                       progress=False)
     try:
         trainer.fit()
@@ -187,7 +188,7 @@ def _train_in_process(cfg_data: dict[str, Any], run_dir: Path) -> tuple[Any, Bas
 
 
 def _faulty_model(corrupt: list[tuple[int, str]], value: str, ttur: int) -> dict[str, Any]:
-    from pdmd_core.reliability.faults import rollout_index
+    from pdmd_pipeline.reliability.faults import rollout_index
 
     return {**SMALL_MODEL, "kind": FAULTY_KIND, "value": value,
             "corrupt_rollouts": [rollout_index(step, role, ttur) for step, role in corrupt]}

@@ -9,17 +9,11 @@ from pathlib import Path
 
 import typer
 
+from pdmd_pipeline.infra.commands import mlflow_group
+
+PANEL = "Pipeline"
+
 STAGES = ("data", "teacher", "distill", "sample", "evaluate", "tables")
-
-
-def _mlflow_group(app: typer.Typer) -> typer.Typer:
-    """The `pdmd mlflow` group (created by pdmd_core.infra.commands), or a new one."""
-    for group in app.registered_groups:
-        if group.name == "mlflow" and group.typer_instance is not None:
-            return group.typer_instance
-    group_app = typer.Typer(help="MLflow tracking.", no_args_is_help=True)
-    app.add_typer(group_app, name="mlflow")
-    return group_app
 
 
 def _fail(err: Exception) -> typer.Exit:
@@ -31,16 +25,16 @@ def register(app: typer.Typer) -> None:
     stage_app = typer.Typer(help="Pipeline stages (what dvc.yaml runs); each reads the params file.",
                             no_args_is_help=True)
     pipeline_app = typer.Typer(help="Run the whole pipeline.", no_args_is_help=True)
-    app.add_typer(stage_app, name="stage")
-    app.add_typer(pipeline_app, name="pipeline")
-    mlflow_app = _mlflow_group(app)
+    app.add_typer(stage_app, name="stage", rich_help_panel=PANEL)
+    app.add_typer(pipeline_app, name="pipeline", rich_help_panel=PANEL)
+    mlflow_app = mlflow_group(app)
     params_opt = typer.Option(Path("params.yaml"), "--params", "-p", help="Pipeline params file.")
 
     def _run_stage(name: str, benchmark: str, params_path: Path, **kwargs: object) -> None:
-        from pdmd_core.pipeline import report, stages
-        from pdmd_core.pipeline.executors import JobsFailed
-        from pdmd_core.pipeline.layout import Layout
-        from pdmd_core.pipeline.params import ParamsError, load_params
+        from pdmd_pipeline import report, stages
+        from pdmd_pipeline.executors import JobsFailed
+        from pdmd_pipeline.layout import Layout
+        from pdmd_pipeline.params import ParamsError, load_params
 
         try:
             params = load_params(params_path)
@@ -69,16 +63,16 @@ def register(app: typer.Typer) -> None:
     @stage_app.command("report")
     def report_cmd(params_path: Path = params_opt) -> None:
         """reports/README.md from every benchmark's claim outcomes."""
-        from pdmd_core.pipeline.layout import Layout
-        from pdmd_core.pipeline.params import ParamsError, load_params
-        from pdmd_core.pipeline.report import stage_report
+        from pdmd_pipeline.layout import Layout
+        from pdmd_pipeline.params import ParamsError, load_params
+        from pdmd_pipeline.report import stage_report
 
         try:
             stage_report(load_params(params_path), Layout())
         except ParamsError as err:
             raise _fail(err) from err
 
-    @app.command("launch")
+    @app.command("launch", rich_help_panel=PANEL)
     def launch(
         benchmark: list[str] = typer.Option(None, "--benchmark", "-b", help="Benchmarks (default: all)."),
         arms: str = typer.Option(None, help="Comma-separated arms (default: the benchmark's arms)."),
@@ -87,10 +81,10 @@ def register(app: typer.Typer) -> None:
         params_path: Path = params_opt,
     ) -> None:
         """The distill stage outside DVC: submit arm × seed jobs locally or to SLURM and wait for them."""
-        from pdmd_core.pipeline import stages
-        from pdmd_core.pipeline.executors import JobsFailed
-        from pdmd_core.pipeline.layout import Layout
-        from pdmd_core.pipeline.params import ParamsError, load_params
+        from pdmd_pipeline import stages
+        from pdmd_pipeline.executors import JobsFailed
+        from pdmd_pipeline.layout import Layout
+        from pdmd_pipeline.params import ParamsError, load_params
 
         try:
             params = load_params(params_path)
@@ -114,7 +108,7 @@ def register(app: typer.Typer) -> None:
         tracking_uri: str = typer.Option(None, help="Override `tracking_uri`."),
     ) -> None:
         """`dvc repro` of a preset in a fresh git + DVC repository (the project's own dvc.lock stays untouched)."""
-        from pdmd_core.pipeline.sandbox import make_sandbox, repro
+        from pdmd_pipeline.sandbox import make_sandbox, repro
 
         overrides = {k: v for k, v in {"executor": executor, "tracking_uri": tracking_uri}.items() if v}
         root = make_sandbox(preset, folder, overrides)
@@ -130,7 +124,7 @@ def register(app: typer.Typer) -> None:
                   params_path: Path = params_opt) -> None:
         """Open the MLflow UI on the project's tracking store (the local sqlite store by default)."""
         from pdmd_core.paths import project_root
-        from pdmd_core.pipeline.tracking import local_artifact_root, resolve_tracking_uri
+        from pdmd_pipeline.tracking import local_artifact_root, resolve_tracking_uri
 
         configured = None
         if params_path.is_file():
@@ -141,7 +135,7 @@ def register(app: typer.Typer) -> None:
         if uri.startswith("http"):
             typer.echo(f"the tracking URI is a server: open {uri} in a browser")
             return
-        from pdmd_core.infra.mlflow_server import _mlflow_executable
+        from pdmd_pipeline.infra.mlflow_server import _mlflow_executable
 
         cmd = [_mlflow_executable(), "ui", "--backend-store-uri", uri, "--default-artifact-root",
                local_artifact_root(project_root()).as_uri(), "--host", "127.0.0.1", "--port", str(port),
@@ -154,7 +148,7 @@ def register(app: typer.Typer) -> None:
     def mlflow_replay(uri: str = typer.Option(None, help="Tracking URI (default: params / env / local store)."),
                       params_path: Path = params_opt) -> None:
         """Deliver every spooled MLflow record that has not reached the tracking server yet."""
-        from pdmd_core.pipeline.tracking import replay, spools
+        from pdmd_pipeline.tracking import replay, spools
 
         configured = uri or _configured_uri(params_path)
         counts = replay(configured)
@@ -176,7 +170,7 @@ def _configured_uri(params_path: Path) -> str | None:
 def _replay_quietly(params_path: Path) -> None:
     """Deliver whatever earlier outages left in the spool (never fails the stage)."""
     try:
-        from pdmd_core.pipeline.tracking import replay, spools
+        from pdmd_pipeline.tracking import replay, spools
 
         if any(s.pending() > 0 for s in spools()):
             replay(_configured_uri(params_path))
