@@ -110,28 +110,17 @@ class OnIteration(Callback):
 
 
 class MetricsJsonl(Callback):
-    """Appends `{"step", "phase", **metrics}` per generator iteration to a JSONL file, each step exactly once.
+    """Appends `{"step", "phase", **metrics}` per generator iteration to a JSONL file.
 
-    Its checkpoint state is the file's length at the checkpoint. A run that resumes from that checkpoint first cuts
-    the file back to it: the lines of steps computed after the checkpoint (and lost with the crash) are written
-    again by the resumed run, not duplicated."""
+    A run resumed from a checkpoint recomputes the steps after it bit-identically and appends them again, so a
+    reader keys records by step (pdmd_pipeline.reliability checks that repeated steps carry identical values)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._saved_size: int | None = None  # restored from a checkpoint
 
     def on_fit_begin(self, trainer: Trainer) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self._saved_size is not None and self.path.is_file() and self.path.stat().st_size > self._saved_size:
-            with self.path.open("r+b") as fh:
-                fh.truncate(self._saved_size)
 
     def on_iteration_end(self, trainer: Trainer, step: int, phase: int, metrics: Metrics) -> None:
         with self.path.open("a") as fh:
             fh.write(json.dumps({"step": step, "phase": phase, **metrics}) + "\n")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"bytes": self.path.stat().st_size if self.path.is_file() else 0}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._saved_size = int(state["bytes"])

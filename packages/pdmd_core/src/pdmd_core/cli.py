@@ -1,10 +1,11 @@
 """The `pdmd` command line: one command, contributed to by every installed pdmd package.
 
-Each package lists `register(app: typer.Typer)` functions under the `pdmd.commands` entry-point group (this
-engine package: training and the real-scale adapters; the evaluation package: metrics and tables; the pipeline
-package: stages, services, real-scale jobs, fault injection), so a GPU node with only pdmd-core installed gets the
-engine's commands and nothing that needs DVC, SLURM or MLflow. Commands are grouped by panel in `pdmd --help` (Engine, Real scale, Evaluation, Pipeline,
-Services). Heavy imports (torch, diffusers) stay inside the command functions so that `pdmd --help` is fast.
+Each package lists `register(app: typer.Typer)` functions under the `pdmd.commands` entry-point group (this engine
+package: training and the real-scale adapters; the evaluation package: metrics and tables; the pipeline package:
+stages, services, real-scale jobs, fault injection), so a GPU node with only pdmd-core installed gets the engine's
+commands and nothing that needs DVC, SLURM or MLflow. Commands are grouped by panel in `pdmd --help` (Engine,
+Real scale, Evaluation, Pipeline, Services). Heavy imports (torch, diffusers) stay inside the command functions so
+that `pdmd --help` is fast.
 """
 
 from __future__ import annotations

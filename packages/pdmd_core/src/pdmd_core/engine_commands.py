@@ -85,7 +85,6 @@ def register(app: typer.Typer) -> None:
         # everything that can reject the run happens before the first write: building the model (missing
         # weights/teacher paths), the trainer's phase checks and a resume checkpoint's config
         try:
-            # metrics.jsonl holds each step once: a resume cuts it back to the checkpoint's length
             trainer = Trainer(cfg, _build_bundle(cfg), folder, callbacks=[MetricsJsonl(folder / "metrics.jsonl")])
             trainer.resume()
         except (ValueError, TypeError, OSError) as err:
