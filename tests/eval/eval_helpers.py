@@ -142,3 +142,25 @@ def digits_uint8(lo: int, hi: int, n: int, size: int = 32) -> np.ndarray:
     imgs = np.round(data.images[pick] / 16.0 * 255.0).astype(np.uint8)
     big = np.kron(imgs, np.ones((size // 8, size // 8), dtype=np.uint8))
     return np.repeat(big[:, None], 3, axis=1)
+
+
+class CountingEmbedder:
+    """Embedder stand-in (e.g. for ``clip``): per-channel mean and std of each image, 6-d. Counts the images it
+    embeds; ``sleep`` seconds per call make a run slow enough to kill; ``fail_after`` calls raise."""
+
+    name = "counting"
+
+    def __init__(self, sleep: float = 0.0, fail_after: int | None = None):
+        self.sleep, self.fail_after = sleep, fail_after
+        self.calls = self.images = 0
+
+    def __call__(self, batch):  # type: ignore[no-untyped-def]
+        import time
+
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise RuntimeError(f"injected failure after {self.calls} batches")
+        self.calls += 1
+        self.images += len(batch)
+        time.sleep(self.sleep)
+        x = torch.as_tensor(np.asarray(batch), dtype=torch.float64) / 255.0
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
