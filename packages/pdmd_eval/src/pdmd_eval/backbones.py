@@ -166,7 +166,6 @@ class LpipsDistance:
         self.min_size = min_size
 
     def _prep(self, batch: Any) -> Any:
-        import torch
         import torch.nn.functional as F
 
         x = to_rgb(unit_float(batch, model_device(self.model)))

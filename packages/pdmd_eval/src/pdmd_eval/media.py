@@ -23,10 +23,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-VIDEO_QUALITIES = {
+VIDEO_QUALITIES: dict[str, dict[str, Any]] = {
     "lossless": {"codec": "libx264rgb", "pix_fmt": "rgb24", "options": {"crf": "0", "preset": "medium"}},
     "high": {"codec": "libx264", "pix_fmt": "yuv420p", "options": {"crf": "12", "preset": "medium"}},
 }
@@ -105,8 +106,8 @@ class VideoWriter:
         if quality not in VIDEO_QUALITIES:
             raise MediaError(f"quality={quality!r} must be one of {sorted(VIDEO_QUALITIES)}")
         self.path, self.fps, self.quality = Path(path), fps, quality
-        self._container = None
-        self._stream = None
+        self._container: Any = None
+        self._stream: Any = None
         self.frames = 0
         self.shape: tuple[int, int] | None = None
 

@@ -209,7 +209,7 @@ def fingerprint_of(sample_set: Any) -> str:
     h = hashlib.sha256()
     arr = np.ascontiguousarray(sample_set.samples)
     h.update(f"{sample_set.kind}:{arr.dtype}:{arr.shape}".encode())
-    h.update(memoryview(arr).cast("B"))
+    h.update(arr.tobytes())
     h.update(json.dumps([r.key for r in sample_set.records], default=str).encode())
     return h.hexdigest()
 

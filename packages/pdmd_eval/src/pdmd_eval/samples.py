@@ -29,7 +29,7 @@ import json
 from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -227,7 +227,13 @@ def load_sample_set(folder: str | Path) -> SampleSet:
         raise SampleSetError(f"{src}: {err}") from err
 
 
-def group_by_prompt(sample_set: SampleSet) -> dict[Hashable, list[int]]:
+class HasRecords(Protocol):
+    """Anything with a manifest: :class:`SampleSet` or :class:`pdmd_eval.reader.SampleReader`."""
+
+    records: list[SampleRecord]
+
+
+def group_by_prompt(sample_set: HasRecords) -> dict[Hashable, list[int]]:
     """Indices of the samples of each prompt, prompts in first-seen order, seeds sorted within a prompt."""
     groups: dict[Hashable, list[int]] = {}
     for i, rec in enumerate(sample_set.records):
@@ -235,7 +241,7 @@ def group_by_prompt(sample_set: SampleSet) -> dict[Hashable, list[int]]:
     return {pid: sorted(idx, key=lambda i: sample_set.records[i].seed) for pid, idx in groups.items()}
 
 
-def pair_indices(a: SampleSet, b: SampleSet, require_all: bool = False) -> tuple[list[int], list[int]]:
+def pair_indices(a: HasRecords, b: HasRecords, require_all: bool = False) -> tuple[list[int], list[int]]:
     """Indices ``(ia, ib)`` such that ``a[ia[k]]`` and ``b[ib[k]]`` share ``(prompt_id, seed)``.
 
     ``require_all=True`` raises if any sample of ``a`` has no partner in ``b``. Raises if nothing matches.

@@ -12,17 +12,17 @@ the 3-level pyramid runs out of room), so keep per-frame motion below ~size/8 th
 ~0.003 px. Smaller windows (9) under-read at d ≥ 3 on 16 px.
 The mean runs over all pixels, so on sparse content (a digit on a black background) the static background
 dilutes it below the object's speed; compare arms with each other or with the teacher, not with the speed.
-Frames are converted to 8-bit grey (luma weights of ``cv2.COLOR_RGB2GRAY``) before flow.
+Farneback frames are converted to 8-bit grey (luma weights of ``cv2.COLOR_RGB2GRAY``) before flow.
 
 RAFT (:class:`RaftFlow`) runs on the RGB frames. VBench's exact dynamic-degree protocol (frame sampling to
 ≈ 8 fps, 20 RAFT iterations, top-5 % score, resolution-scaled threshold, count scaled by the sampled frames) is
 in :func:`vbench_frame_indices`, :func:`vbench_dynamic_params`, :func:`top_fraction_mean` and
 :func:`vbench_is_dynamic`, used by the ``dynamic_degree_vbench`` metric (:mod:`pdmd_eval.metrics.protocol`).
 
-Dynamic degree of the CPU tier (``dynamic_degree``, Farneback; VBench-style, binary per video): a frame pair's score is the mean of its top 5 % flow
-magnitudes; it counts as moving when the score exceeds ``6 px × min(H, W) / 256`` (VBench's threshold scaled to
-the resolution); the video is dynamic when at least a quarter of its pairs move (VBench: 4 of 16). The set's
-rate is the mean of the per-video 0/1 values.
+Dynamic degree of the CPU tier (``dynamic_degree``, Farneback; VBench-style, binary per video): a frame pair's
+score is the mean of its top 5 % flow magnitudes; it counts as moving when the score exceeds
+``6 px × min(H, W) / 256`` (VBench's threshold scaled to the resolution); the video is dynamic when at least a
+quarter of its pairs move (VBench: 4 of 16). The set's rate is the mean of the per-video 0/1 values.
 """
 
 from __future__ import annotations

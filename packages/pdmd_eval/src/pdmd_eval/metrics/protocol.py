@@ -89,7 +89,8 @@ def _map_images(fn: Any, images: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack(out)
 
 
-def _frame_features(fn: Any, video: np.ndarray, batch_size: int, frames: Sequence[int] | None = None) -> np.ndarray:
+def _frame_features(fn: Any, video: np.ndarray, batch_size: int, frames: Sequence[int] | np.ndarray | None = None
+                    ) -> np.ndarray:
     """``fn`` over the frames (``T×C×H×W``) of one clip, ``batch_size`` frames at a time."""
     idx = list(range(len(video))) if frames is None else list(frames)
     rows = [np.asarray(fn(video[idx[s : s + batch_size]]), dtype=np.float64) for s in range(0, len(idx), batch_size)]
@@ -242,7 +243,7 @@ def _embeddings(ctx: EvalContext, model_name: str) -> np.ndarray:
 
 
 def _usable_groups(ctx: EvalContext, name: str) -> tuple[dict[Hashable, list[int]], int]:
-    groups = group_by_prompt(ctx.samples)  # type: ignore[arg-type]
+    groups = group_by_prompt(ctx.samples)
     usable = {pid: idx for pid, idx in groups.items() if len(idx) >= 2}
     if not usable:
         raise ValueError(f"{name}: every prompt has a single seed; within-prompt diversity needs ≥ 2 seeds")
