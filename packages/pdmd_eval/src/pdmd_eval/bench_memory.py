@@ -52,9 +52,9 @@ def panned_clip(frames: int, h: int, w: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     noise = rng.random((h, w + SPEED * frames, 3)).astype(np.float32)
     blurred = cv2.GaussianBlur(noise, (0, 0), max(1.0, min(h, w) / 64))
-    tex = (blurred - blurred.min()) / (blurred.max() - blurred.min())
-    clip = np.stack([tex[:, SPEED * t : SPEED * t + w] for t in range(frames)])
-    return np.round(clip * 255).astype(np.uint8).transpose(0, 3, 1, 2)
+    tex = np.round((blurred - blurred.min()) / (blurred.max() - blurred.min()) * 255).astype(np.uint8)
+    tex = np.ascontiguousarray(tex.transpose(2, 0, 1))  # 3×H×W', uint8 before cropping: the clip is built in uint8
+    return np.stack([tex[:, :, SPEED * t : SPEED * t + w] for t in range(frames)])
 
 
 def write_case(case: str, folder: Path) -> dict:
