@@ -56,3 +56,32 @@ def test_console_script_lists_eval_commands():
     assert "eval" in out and "tables" in out
     listing = subprocess.run([pdmd, "metrics", "--kind", "points"], capture_output=True, text=True, check=True).stdout
     assert "modes_covered" in listing and "flow_mag" not in listing
+
+
+def test_eval_media_video_set_with_table2_motion_metrics_resumes_from_its_cache(tmp_path, monkeypatch):
+    import torch
+    from torchvision.models.optical_flow import raft_large
+
+    torch.manual_seed(0)
+    (tmp_path / "w" / "raft").mkdir(parents=True)
+    torch.save(raft_large(weights=None).state_dict(), tmp_path / "w" / "raft" / "raft_large.pth")
+    monkeypatch.setenv("PDMD_WEIGHTS_DIR", str(tmp_path / "w"))
+    vids = np.random.default_rng(0).random((2, 5, 3, 16, 16)).astype(np.float32)
+    save_sample_set(SampleSet(vids, records([0, 1], [42], "phased"), "video", "wan"), tmp_path / "arm",
+                    storage="media")
+    args = ["eval", str(tmp_path / "arm"), "--metrics", "optical_flow_raft,dynamic_degree_vbench,temporal_flickering",
+            "--out", str(tmp_path / "out"), "--raft-iters", "2", "--device", "cpu", "--no-progress"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "optical_flow_raft ↑" in first.output and "dynamic_degree_vbench ↑" in first.output
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    info = data["info"]
+    assert info["storage"] == "media" and info["protocol"]["raft_iters"] == 2
+    assert {v["computed"] for v in info["cache_stats"].values()} == {2} and (tmp_path / "out" / "cache").is_dir()
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    info2 = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert {v["computed"] for v in info2["info"]["cache_stats"].values()} == {0}
+    assert {v["reused"] for v in info2["info"]["cache_stats"].values()} == {2}
+    for name in ("optical_flow_raft", "dynamic_degree_vbench", "temporal_flickering"):
+        assert info2["metrics"][name]["values"] == data["metrics"][name]["values"]
