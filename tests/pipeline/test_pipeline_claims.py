@@ -52,14 +52,14 @@ def test_compare_orients_lower_is_better_metrics():
     assert up.diff == pytest.approx(-0.3, abs=0.01) and up.verdict == C.NOT_HELD
 
 
-def _units(arm, seed, values, metric="div_points", direction="↑"):
+def _units(arm, seed, values, metric="pairwise_distance", direction="↑"):
     return [{"arm": arm, "seed": seed, "metric": metric, "direction": direction, "unit": "prompt", "key": p,
              "value": v} for p, v in enumerate(values)]
 
 
 def test_pairing_broadcasts_teacher_reference_over_seeds():
     units = _units("teacher_40", -1, [1.0, 2.0]) + _units("x", 0, [1.5, 2.5]) + _units("x", 1, [0.5, 1.5])
-    values = unit_values(units)["div_points"]
+    values = unit_values(units)["pairwise_distance"]
     xa, xb = paired(values, "x", "teacher_40")
     assert sorted(zip(xa, xb, strict=True)) == [(0.5, 1.0), (1.5, 1.0), (1.5, 2.0), (2.5, 2.0)]
 
@@ -81,7 +81,7 @@ def test_claims_on_constructed_units():
         units += _units("sgts", seed, base + noise)
         units += _units("dmd_full", seed, base + noise + 1e-5)
         units += _units("phased_k2_sgts", seed, base + 0.3 + noise)
-    rows = {r["claim"]: r for r in evaluate_claims(unit_values(units), {"div_points": "↑"}, "points", 0.95)}
+    rows = {r["claim"]: r for r in evaluate_claims(unit_values(units), {"pairwise_distance": "↑"}, "points", 0.95)}
     assert rows["diversity"]["verdict"] == C.HELD
     assert rows["motion"]["verdict"] == C.NOT_RUN
     assert rows["intervals"]["verdict"] == C.NOT_RUN

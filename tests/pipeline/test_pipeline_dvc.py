@@ -140,7 +140,7 @@ def test_slurm_executor_with_mlflow_server(slurm_cluster, mlflow_server, tmp_pat
         assert tags["dvc_data_md5"] == data_md5 and tags["teacher_md5"] == teacher_md5 and tags["git_sha"]
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "generator_loss"))
         assert steps == list(range(1, preset["iterations"] + 1))
-        for metric in ("eval/div_feat", "eval/flow_mag", "eval/fd_teacher_prompt"):
+        for metric in ("eval/featnet_similarity", "eval/flow_mag", "eval/fd_teacher_prompt"):
             assert metric in run.data.metrics
         files = {a.path for folder in ("samples", "tables") for a in client.list_artifacts(run.info.run_id, folder)}
         assert {"samples/samples.png", "samples/sample.gif", "tables/table_rows.csv"} <= files

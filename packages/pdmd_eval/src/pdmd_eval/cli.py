@@ -1,6 +1,6 @@
 """`pdmd` commands contributed by pdmd_eval (registered through the `pdmd.commands` entry point).
 
-    pdmd eval SAMPLES [--reference TEACHER_SAMPLES] [--metrics div_feat,fd_teacher] [--feature-net NET.pt2]
+    pdmd eval SAMPLES [--reference TEACHER_SAMPLES] [--metrics featnet_similarity,fd_teacher] [--feature-net NET.pt2]
               [--real REAL_SAMPLES] [--fd-extractor feature_net] --out DIR
     pdmd tables DIR_OR_RESULTS_JSON... --out DIR [--stem table] [--baseline LABEL]
     pdmd metrics [--kind image]

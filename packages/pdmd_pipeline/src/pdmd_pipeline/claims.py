@@ -41,7 +41,7 @@ HELD, NOT_HELD, INCONCLUSIVE, NOT_RUN = "held", "not held", "inconclusive", "not
 
 # Metric roles per sample kind (names from the pdmd_eval registry; fd_teacher_prompt is the pipeline's
 # per-prompt Fréchet distance to the teacher in the same feature space as pdmd_eval's fd_teacher).
-DIVERSITY = {"points": "div_points", "image": "div_feat", "video": "div_feat"}
+DIVERSITY = {"points": "pairwise_distance", "image": "featnet_similarity", "video": "featnet_similarity"}
 MOTION = {"video": "flow_mag"}
 FIDELITY = {"points": "fd_teacher_prompt", "image": "fd_teacher_prompt", "video": "fd_teacher_prompt"}
 TEACHER = "teacher_40"
