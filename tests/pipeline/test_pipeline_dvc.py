@@ -52,7 +52,7 @@ def test_smoke_repro_runs_every_stage_and_reports_every_arm(smoke_repo):
     for bench, spec in preset["benchmarks"].items():
         rows = _rows(root / "reports" / bench / "results.csv")
         assert list(rows) == ["teacher_4", "teacher_40", *spec["arms"]]
-        div = C.metric_for("diversity", "points" if bench == "mog2d" else "video")
+        div = C.metrics_for("diversity", "points" if bench == "mog2d" else "video")[0]
         for arm in spec["arms"]:
             row = rows[arm]
             n_prompts = 5 if bench == "mog2d" else 10

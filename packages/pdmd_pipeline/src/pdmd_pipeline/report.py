@@ -11,17 +11,17 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import defaultdict
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pdmd_pipeline import claims as C
+from pdmd_pipeline.claims import evaluate_claims, paired_by_seed  # noqa: F401  (the report's API, defined there)
 from pdmd_pipeline.layout import Layout
 from pdmd_pipeline.params import TEACHER_REFERENCE_PREFIX, PipelineParams
 
-UnitKey = tuple[int, Hashable]
+UnitKey = C.UnitKey
 
 
 def read_units(path: Path) -> list[dict[str, Any]]:
@@ -66,50 +66,6 @@ def metric_results(values: dict[str, dict[str, dict[UnitKey, float]]], dirs: dic
     return out
 
 
-def paired(values: dict[str, dict[UnitKey, float]], a: str, b: str) -> tuple[list[float], list[float]]:
-    """Values of a and b on shared (seed, prompt) units; a teacher reference (seed -1) pairs with every seed."""
-    va, vb = values[a], values[b]
-
-    def lookup(v: dict[UnitKey, float], key: UnitKey) -> float | None:
-        if key in v:
-            return v[key]
-        return v.get((-1, key[1]))
-
-    keys = sorted(set(va) | set(vb), key=str)
-    xa, xb = [], []
-    for key in keys:
-        if key[0] < 0:
-            continue
-        ya, yb = lookup(va, key), lookup(vb, key)
-        if ya is not None and yb is not None:
-            xa.append(ya)
-            xb.append(yb)
-    return xa, xb
-
-
-def evaluate_claims(values: dict[str, dict[str, dict[UnitKey, float]]], dirs: dict[str, str], kind: str,
-                    confidence: float) -> list[dict[str, Any]]:
-    rows = []
-    for claim in C.CLAIMS:
-        outcomes: list[dict[str, Any]] = []
-        for comp in claim.comparisons:
-            metric = C.metric_for(comp.role, kind)
-            per_arm = values.get(metric or "", {})
-            if metric is None or comp.a not in per_arm or comp.b not in per_arm:
-                outcomes.append({"role": comp.role, "metric": metric, "a": comp.a, "b": comp.b,
-                                 "relation": comp.relation, "verdict": C.NOT_RUN})
-                continue
-            xa, xb = paired(per_arm, comp.a, comp.b)
-            if len(xa) < 2:
-                outcomes.append({"role": comp.role, "metric": metric, "a": comp.a, "b": comp.b,
-                                 "relation": comp.relation, "n": len(xa), "verdict": C.INCONCLUSIVE})
-                continue
-            outcomes.append(C.compare(claim.key, comp, metric, dirs[metric], xa, xb, confidence).as_dict())
-        rows.append({"claim": claim.key, "title": claim.title, "paper": claim.paper,
-                     "verdict": C.combine([o["verdict"] for o in outcomes]), "comparisons": outcomes})
-    return rows
-
-
 def _fmt(x: Any, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
         return "–"
@@ -121,17 +77,26 @@ def _fmt(x: Any, digits: int = 3) -> str:
 SYMBOL = {"better": ">", "equivalent": "≈", "not_worse": "≥"}
 
 
-def comparison_line(o: dict[str, Any]) -> str:
+def comparison_lines(o: dict[str, Any]) -> list[str]:
+    """One table row per outcome, plus a row for the artefact check of a diversity win."""
     head = f"{o['a']} {SYMBOL[o['relation']]} {o['b']} on {o['metric']}"
     if "mean_a" not in o:
-        return f"| {head} | – | – | – | – | {o['verdict']} |"
-    return (f"| {head} | {_fmt(o['mean_a'])} vs {_fmt(o['mean_b'])} | {_fmt(o['diff'])} "
-            f"[{_fmt(o['low'])}, {_fmt(o['high'])}] | ±{_fmt(o['margin'])} | {_fmt(o['p_value'])} (n={o['n']}) "
-            f"| {o['verdict']} |")
+        seeds = f" ({o['n']} seeds)" if "n" in o else ""
+        return [f"| {head} | – | – | – | –{seeds} | {o['verdict']} |"]
+    lines = [f"| {head} | {_fmt(o['mean_a'])} vs {_fmt(o['mean_b'])} | {_fmt(o['diff'])} "
+             f"[{_fmt(o['low'])}, {_fmt(o['high'])}] | ±{_fmt(o['margin'])} | {_fmt(o['p_value'])} "
+             f"({o['n']} seeds) | {o['verdict']} |"]
+    check = o.get("precision_check")
+    if check:
+        flag = "loss > δ: flagged" if check["flagged"] else "no loss > δ"
+        lines.append(f"| ↳ artefact check: {o['a']} vs {o['b']} on {check['metric']} | {_fmt(check['mean_a'])} vs "
+                     f"{_fmt(check['mean_b'])} | {_fmt(check['diff'])} [{_fmt(check['low'])}, {_fmt(check['high'])}] "
+                     f"| ±{_fmt(check['margin'])} | {_fmt(check['p_value'])} ({check['n']} seeds) | {flag} |")
+    return lines
 
 
-COMPARISON_HEADER = ("| comparison | mean a vs b | oriented diff [95 % CI] | margin δ | Wilcoxon p | verdict |\n"
-                     "|---|---|---|---|---|---|")
+COMPARISON_HEADER = ("| comparison | mean a vs b | oriented diff [95 % CI, seeds] | margin δ | t-test p (seeds) | "
+                     "verdict |\n|---|---|---|---|---|---|")
 
 
 def claims_markdown(benchmark: str, rows: list[dict[str, Any]]) -> str:
@@ -141,7 +106,7 @@ def claims_markdown(benchmark: str, rows: list[dict[str, Any]]) -> str:
         lines += [f"## {row['title']}: **{row['verdict']}**", "", f"Paper: {row['paper']}", ""]
         run = [o for o in row["comparisons"] if o["verdict"] != C.NOT_RUN]
         if run:
-            lines += [COMPARISON_HEADER, *[comparison_line(o) for o in run], ""]
+            lines += [COMPARISON_HEADER, *[line for o in run for line in comparison_lines(o)], ""]
         skipped = [o for o in row["comparisons"] if o["verdict"] == C.NOT_RUN]
         if skipped:
             lines += ["Not run here: " + "; ".join(f"{o['a']} vs {o['b']} ({o['role']})" for o in skipped), ""]
@@ -250,7 +215,7 @@ def stage_tables(params: PipelineParams, benchmark: str, layout: Layout) -> list
     write_tables([Row(a, results[a]) for a in arms], out, "results",
                  caption=f"{benchmark}: mean ± 95% CI over (training seed, prompt) units; "
                          f"{len(params.seeds)} seeds per arm")
-    div, fid, mot = C.metric_for("diversity", kind), C.metric_for("fidelity", kind), C.metric_for("motion", kind)
+    div, fid, mot = (next(iter(C.metrics_for(role, kind)), None) for role in ("diversity", "fidelity", "motion"))
     if div and fid:
         pts = {a: (results[a][div], results[a][fid]) for a in arms if div in results[a] and fid in results[a]}
         if pts:
@@ -280,9 +245,10 @@ def _doc_section(start: str, end: str | None) -> str:
     return " ".join((text.split(end, 1)[0] if end else text).split())
 
 
-RULES = (C.__doc__ or "").split("Verdict rules (per sub-claim):", 1)[1].strip()
+RULES = (C.__doc__ or "").split("Verdict rules (per sub-claim):", 1)[1].split("Budget stability.", 1)[0].strip()
 UNITS = _doc_section("Units and pairing.", "Statistic.")
 STATISTIC = _doc_section("Statistic.", "Verdict rules")
+BUDGETS = _doc_section("Budget stability.", None)
 
 
 def stage_report(params: PipelineParams, layout: Layout) -> str:
@@ -312,7 +278,9 @@ def stage_report(params: PipelineParams, layout: Layout) -> str:
         lines.append(f"| {claim.title} | " + " | ".join(cells) + " |")
     lines += ["", "## Verdict rules (fixed before any result was seen)", "", f"Units and pairing: {UNITS}", "",
               f"Statistic: {STATISTIC}", "", RULES, "",
-              f"ALPHA = {C.ALPHA}, MARGIN = {C.MARGIN}, MIN_UNITS = {C.MIN_UNITS} (pdmd_pipeline.claims).", ""]
+              f"Budget stability: {BUDGETS}", "",
+              f"ALPHA = {C.ALPHA}, MARGIN = {C.MARGIN}, MIN_SEEDS = {C.MIN_SEEDS}, PLATEAU_FRACTION = "
+              f"{C.PLATEAU_FRACTION} (pdmd_pipeline.claims).", ""]
     for claim in C.CLAIMS:
         lines += [f"## {claim.title}", "", f"Paper: {claim.paper}", ""]
         for b in benches:
@@ -320,7 +288,7 @@ def stage_report(params: PipelineParams, layout: Layout) -> str:
             if row is None or row["verdict"] == C.NOT_RUN:
                 continue
             lines += [f"**{b}** ({per_bench[b]['kind']}): **{row['verdict']}**", "", COMPARISON_HEADER]
-            lines += [comparison_line(o) for o in row["comparisons"] if o["verdict"] != C.NOT_RUN]
+            lines += [line for o in row["comparisons"] if o["verdict"] != C.NOT_RUN for line in comparison_lines(o)]
             lines.append("")
     lines += ["## How the numbers were made", "", "| benchmark | teacher passed its bar | runs (arms × seeds) | "
               "executor | distill wall time | generator iterations per run |", "|---|---|---|---|---|---|"]
