@@ -134,11 +134,17 @@ def test_slurm_executor_with_mlflow_server(slurm_cluster, mlflow_server, tmp_pat
     result = repro(root, timeout=900)
     assert result.returncode == 0, result.output[-4000:]
     sweep = yaml.safe_load((root / "runs" / "distill" / bench / "sweep.json").read_text())
-    arms = preset["benchmarks"][bench]["arms"]
-    assert len(sweep["runs"]) == len(arms) * len(preset["seeds"])
+    arms, extra = preset["benchmarks"][bench]["arms"], preset["extra_seeds"]
+    assert len(sweep["runs"]) == sum(len(preset["seeds"]) + (len(extra["seeds"]) if a in extra["arms"] else 0)
+                                     for a in arms)
     array_ids = {r["slurm"]["slurm_array_job_id"] for r in sweep["runs"]}
     assert len(array_ids) == 1  # one array for the whole sweep
     assert sorted(int(r["slurm"]["slurm_array_task_id"]) for r in sweep["runs"]) == list(range(len(sweep["runs"])))
+    # the convergence runs went through the same executor: one more array, student snapshots at every budget
+    conv = [yaml.safe_load(p.read_text()) for p in (root / "runs" / "convergence" / bench / "train").glob("*/*/"
+                                                                                                       "result.json")]
+    assert len(conv) == 4 and len({r["slurm"]["slurm_array_job_id"] for r in conv}) == 1
+    assert len(list((root / "runs" / "convergence" / bench / "train").glob("*/*/snapshots/ckpt_*.pt"))) == 6
 
     client = MlflowClient(mlflow_server.url)
     exp = client.get_experiment_by_name(f"pdmd/{bench}")
