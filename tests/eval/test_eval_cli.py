@@ -24,12 +24,14 @@ def test_eval_and_tables_commands(tmp_path, image_net_path):
     for arm in (teacher, student):
         result = runner.invoke(app, [
             "eval", str(arm), "--reference", str(teacher), "--feature-net", image_net_path,
-            "--metrics", "div_feat,vendi_feat,fd_teacher", "--out", str(tmp_path / f"out_{arm.name}"), "--no-progress",
+            "--metrics", "featnet_similarity,vendi_feat,fd_teacher", "--out", str(tmp_path / f"out_{arm.name}"),
+            "--no-progress",
         ])
         assert result.exit_code == 0, result.output
-        assert "div_feat ↓" in result.output
+        assert "featnet_similarity ↓" in result.output
     data = json.loads((tmp_path / "out_phased" / "results.json").read_text())
-    assert data["info"]["label"] == "phased" and set(data["metrics"]) == {"div_feat", "vendi_feat", "fd_teacher"}
+    assert data["info"]["label"] == "phased"
+    assert set(data["metrics"]) == {"featnet_similarity", "vendi_feat", "fd_teacher"}
     assert (tmp_path / "out_phased" / "eval.tex").is_file()
 
     result = runner.invoke(app, [
@@ -40,12 +42,12 @@ def test_eval_and_tables_commands(tmp_path, image_net_path):
     md = (tmp_path / "tables" / "div.md").read_text()
     assert "| teacher |" in md and "| phased |" in md
     cmp = (tmp_path / "tables" / "div_vs_teacher.md").read_text()
-    assert "| phased | div_feat ↓ | 2 |" in cmp and "fd_teacher" not in cmp
+    assert "| phased | featnet_similarity ↓ | 2 |" in cmp and "fd_teacher" not in cmp
 
 
 def test_eval_reports_missing_inputs(tmp_path):
     arm = _arm(tmp_path, "x", 0.1)
-    result = runner.invoke(app, ["eval", str(arm), "--metrics", "div_feat", "--out", str(tmp_path / "o")])
+    result = runner.invoke(app, ["eval", str(arm), "--metrics", "featnet_similarity", "--out", str(tmp_path / "o")])
     assert result.exit_code != 0
     assert "feature net" in str(result.exception)
 

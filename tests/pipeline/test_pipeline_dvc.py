@@ -19,7 +19,7 @@ from pdmd_pipeline.sandbox import make_sandbox, repro
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "experiments" / "presets" / "smoke.yaml"
-STAGES = ("data", "teacher", "distill", "sample", "evaluate", "tables")
+STAGES = ("data", "teacher", "distill", "sample", "evaluate", "convergence", "tables")
 
 
 def _preset() -> dict:
@@ -38,7 +38,7 @@ def _md5(path: Path) -> str:
 @pytest.fixture(scope="module")
 def smoke_repo(tmp_path_factory):
     root = make_sandbox(SMOKE, tmp_path_factory.mktemp("smoke"), source=ROOT)
-    return root, repro(root, timeout=600)
+    return root, repro(root, timeout=900)
 
 
 @pytest.mark.slow
@@ -47,18 +47,25 @@ def test_smoke_repro_runs_every_stage_and_reports_every_arm(smoke_repo):
     assert result.returncode == 0, result.output[-4000:]
     preset = _preset()
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    expected = {f"{s}@{b}" for s in STAGES for b in preset["benchmarks"]} | {"report"}
+    expected = {f"{s}@{b}" for s in STAGES for b in preset["benchmarks"]} | {"report", "toy1d"}
     assert set(lock["stages"]) == expected
+    extra = preset["extra_seeds"]
     for bench, spec in preset["benchmarks"].items():
         rows = _rows(root / "reports" / bench / "results.csv")
         assert list(rows) == ["teacher_4", "teacher_40", *spec["arms"]]
-        div = C.metric_for("diversity", "points" if bench == "mog2d" else "video")
+        div = C.metrics_for("diversity", "points" if bench == "mog2d" else "video")[0]
         for arm in spec["arms"]:
             row = rows[arm]
-            n_prompts = 5 if bench == "mog2d" else 10
-            assert int(row[f"{div}_n"]) == len(preset["seeds"]) * n_prompts
+            seeds = len(preset["seeds"]) + (len(extra["seeds"]) if arm in extra["arms"] else 0)
+            assert int(row[f"{div}_n"]) == seeds  # the table's unit is the training seed
             assert float(row[f"{div}_low"]) <= float(row[div]) <= float(row[f"{div}_high"])
             assert float(row["fd_teacher_prompt_low"]) < float(row["fd_teacher_prompt_high"])
+        assert rows["teacher_40"][f"{div}_low"] == "nan"  # one teacher: no interval
+        conv = yaml.safe_load((root / "runs" / "convergence" / bench / "convergence.json").read_text())
+        assert conv["budgets"] == [4, 8, 16] and (root / "reports" / bench / "convergence.png").stat().st_size > 0
+        claims = yaml.safe_load((root / "runs" / "claims" / f"{bench}.json").read_text())
+        budget_rows = claims["convergence"]["rows"]
+        assert budget_rows and all(set(r["directions"]) == {"4", "8", "16"} for r in budget_rows)
         md = (root / "reports" / bench / "results.md").read_text()
         tex = (root / "reports" / bench / "results.tex").read_text()
         assert all(arm in md and arm.replace("_", r"\_") in tex for arm in spec["arms"])
@@ -67,8 +74,12 @@ def test_smoke_repro_runs_every_stage_and_reports_every_arm(smoke_repo):
     readme = (root / "reports" / "README.md").read_text()
     for claim in C.CLAIMS:
         assert claim.title in readme
-    verdicts = re.findall(r"\*\*(held|not held|inconclusive)\*\*", readme)
+    verdicts = re.findall(r"\*\*(held|not held|inconclusive|diversity with artefacts)\*\*", readme)
     assert verdicts, "the report states verdicts"
+    assert "## What changed since the previous verdicts" in readme and "## Budget stability" in readme
+    assert "sits on a plateau" in readme or "does not sit on a plateau" in readme
+    toy = yaml.safe_load((root / "reports" / "toy1d" / "subinterval.json").read_text())
+    assert toy["w1_eq13_to_true_x_s"] >= 0 and (root / "reports" / "toy1d" / "subinterval.png").is_file()
     # every run is in the local MLflow store: one parent per sweep, one child per arm × seed
     from mlflow.tracking import MlflowClient
 
@@ -77,8 +88,17 @@ def test_smoke_repro_runs_every_stage_and_reports_every_arm(smoke_repo):
         exp = client.get_experiment_by_name(f"pdmd/{bench}")
         runs = client.search_runs([exp.experiment_id])
         children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-        assert len(children) == len(spec["arms"]) * len(preset["seeds"])
-        assert len(runs) - len(children) == 1
+        sweep = [r for r in children if r.data.tags.get("kind") != "convergence"]
+        seeds = {a: len(preset["seeds"]) + (len(extra["seeds"]) if a in extra["arms"] else 0) for a in spec["arms"]}
+        assert len(sweep) == sum(seeds.values())
+        convergence = [r for r in children if r.data.tags.get("kind") == "convergence"]
+        assert sorted(r.info.run_name for r in convergence) == [
+            "convergence phased_k2_sgts/it16", "convergence phased_k2_sgts/it4", "convergence phased_k2_sgts/it8",
+            "convergence sgts/it16"]
+        sgts = next(r for r in convergence if r.info.run_name == "convergence sgts/it16")
+        div = C.metrics_for("diversity", "points" if bench == "mog2d" else "video")[0]
+        assert [m.step for m in client.get_metric_history(sgts.info.run_id, f"eval/{div}")] == [4, 8, 16]
+        assert len(runs) - len(children) == 2  # the sweep's parent and the convergence parent
 
 
 @pytest.mark.slow
@@ -111,14 +131,20 @@ def test_slurm_executor_with_mlflow_server(slurm_cluster, mlflow_server, tmp_pat
     overrides = {"executor": "slurm", "tracking_uri": mlflow_server.url,
                  "benchmarks": {bench: preset["benchmarks"][bench]}}
     root = make_sandbox(SMOKE, tmp_path / "repo", overrides, source=ROOT)
-    result = repro(root, timeout=600)
+    result = repro(root, timeout=900)
     assert result.returncode == 0, result.output[-4000:]
     sweep = yaml.safe_load((root / "runs" / "distill" / bench / "sweep.json").read_text())
-    arms = preset["benchmarks"][bench]["arms"]
-    assert len(sweep["runs"]) == len(arms) * len(preset["seeds"])
+    arms, extra = preset["benchmarks"][bench]["arms"], preset["extra_seeds"]
+    assert len(sweep["runs"]) == sum(len(preset["seeds"]) + (len(extra["seeds"]) if a in extra["arms"] else 0)
+                                     for a in arms)
     array_ids = {r["slurm"]["slurm_array_job_id"] for r in sweep["runs"]}
     assert len(array_ids) == 1  # one array for the whole sweep
     assert sorted(int(r["slurm"]["slurm_array_task_id"]) for r in sweep["runs"]) == list(range(len(sweep["runs"])))
+    # the convergence runs went through the same executor: one more array, student snapshots at every budget
+    conv = [yaml.safe_load(p.read_text()) for p in (root / "runs" / "convergence" / bench / "train").glob("*/*/"
+                                                                                                       "result.json")]
+    assert len(conv) == 4 and len({r["slurm"]["slurm_array_job_id"] for r in conv}) == 1
+    assert len(list((root / "runs" / "convergence" / bench / "train").glob("*/*/snapshots/ckpt_*.pt"))) == 6
 
     client = MlflowClient(mlflow_server.url)
     exp = client.get_experiment_by_name(f"pdmd/{bench}")
@@ -140,7 +166,8 @@ def test_slurm_executor_with_mlflow_server(slurm_cluster, mlflow_server, tmp_pat
         assert tags["dvc_data_md5"] == data_md5 and tags["teacher_md5"] == teacher_md5 and tags["git_sha"]
         steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "generator_loss"))
         assert steps == list(range(1, preset["iterations"] + 1))
-        for metric in ("eval/div_feat", "eval/flow_mag", "eval/fd_teacher_prompt"):
+        for metric in ("eval/featnet_similarity", "eval/recall_teacher_prompt", "eval/flow_mag",
+                       "eval/fd_teacher_prompt"):
             assert metric in run.data.metrics
         files = {a.path for folder in ("samples", "tables") for a in client.list_artifacts(run.info.run_id, folder)}
         assert {"samples/samples.png", "samples/sample.gif", "tables/table_rows.csv"} <= files

@@ -1,14 +1,14 @@
 """`pdmd` commands contributed by pdmd_eval (registered through the `pdmd.commands` entry point).
 
-    pdmd eval SAMPLES [--reference TEACHER_SAMPLES] [--metrics div_feat,fd_teacher | table2 | table3]
+    pdmd eval SAMPLES [--reference TEACHER_SAMPLES] [--metrics featnet_similarity,fd_teacher | table2 | table3]
               [--feature-net NET.pt2] [--real REAL_SAMPLES] [--fd-extractor feature_net] [--device auto]
               [--cache-dir DIR | --no-cache] [--raft-iters 20] [--flow-max-side PX] [--fid-frames 16] --out DIR
+    pdmd tables DIR_OR_RESULTS_JSON... --out DIR [--stem table] [--baseline LABEL]
+    pdmd metrics [--kind image]
 
 Sample sets of either layout (media files or the float32 array) are opened lazily. Per-sample results of the
 paper-protocol metrics are cached under ``OUT/cache`` (default): run the same command again after a crash or a
 kill and it continues where it stopped. ``results.json`` records what was computed and what was reused.
-    pdmd tables DIR_OR_RESULTS_JSON... --out DIR [--stem table] [--baseline LABEL]
-    pdmd metrics [--kind image]
 """
 
 from __future__ import annotations

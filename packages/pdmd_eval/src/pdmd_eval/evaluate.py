@@ -1,7 +1,7 @@
 """Top-level API: evaluate a sample set with named metrics; compare arms; save/load results as JSON.
 
->>> results = evaluate(student, reference=teacher, metrics=["div_feat", "fd_teacher"], feature_net=net)
->>> results["div_feat"].mean, results["div_feat"].low, results["div_feat"].high
+>>> results = evaluate(student, reference=teacher, metrics=["featnet_similarity", "fd_teacher"], feature_net=net)
+>>> results["featnet_similarity"].mean, results["featnet_similarity"].low, results["featnet_similarity"].high
 
 Paper scale (lazy readers, CUDA when present, resumable with a cache folder):
 

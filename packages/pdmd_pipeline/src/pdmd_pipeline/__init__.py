@@ -10,7 +10,11 @@ Modules (one job each):
                 failing job's log path.
 - `tracking`  — MLflow runs through a write-ahead spool (JSONL) so that an unreachable server loses nothing;
                 `replay` pushes spooled records once the server is back.
-- `claims`    — the paper's claims as paired comparisons and the verdict rules (fixed before any result).
-- `stages`    — one function per DVC stage (data, teacher, distill, sample, evaluate, tables, report).
+- `claims`    — the paper's claims as data (paired comparisons, coverage twins, metric roles per sample kind)
+                and the verdict rules as functions (seed-clustered intervals, artefact flag, budget directions).
+- `stages`    — one function per DVC stage (toy1d, data, teacher, distill, sample, evaluate).
+- `convergence` — the convergence stage (the claims' arms at several budgets, one seed) and its summary/figure.
+- `report`    — the tables stage (tables, figures, claim outcomes) and the report stage (reports/README.md).
+- `changes`   — which verdicts changed since reports/verdicts_before.json, and why.
 - `commands`  — `pdmd stage ...`, `pdmd launch`, `pdmd pipeline sandbox`, `pdmd mlflow ui|replay`.
 """

@@ -13,7 +13,7 @@ from pdmd_pipeline.infra.commands import mlflow_group
 
 PANEL = "Pipeline"
 
-STAGES = ("data", "teacher", "distill", "sample", "evaluate", "tables")
+STAGES = ("data", "teacher", "distill", "sample", "evaluate", "convergence", "tables")
 
 
 def _fail(err: Exception) -> typer.Exit:
@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
     params_opt = typer.Option(Path("params.yaml"), "--params", "-p", help="Pipeline params file.")
 
     def _run_stage(name: str, benchmark: str, params_path: Path, **kwargs: object) -> None:
-        from pdmd_pipeline import report, stages
+        from pdmd_pipeline import convergence, report, stages
         from pdmd_pipeline.executors import JobsFailed
         from pdmd_pipeline.layout import Layout
         from pdmd_pipeline.params import ParamsError, load_params
@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
             params.benchmark(benchmark)
             fn = {"data": stages.stage_data, "teacher": stages.stage_teacher, "distill": stages.stage_distill,
                   "sample": stages.stage_sample, "evaluate": stages.stage_evaluate,
-                  "tables": report.stage_tables}[name]
+                  "convergence": convergence.stage_convergence, "tables": report.stage_tables}[name]
             fn(params, benchmark, Layout(), **kwargs)  # type: ignore[operator]
         except (ParamsError, KeyError, FileNotFoundError, JobsFailed, stages.StageError, RuntimeError,
                 ValueError) as err:
@@ -59,6 +59,20 @@ def register(app: typer.Typer) -> None:
 
     for name in STAGES:
         _make(name)
+
+    @stage_app.command("toy1d")
+    def toy1d_cmd(params_path: Path = params_opt) -> None:
+        """The paper's Fig. 2 toy: reports/toy1d/subinterval.{json,png} (params `toy1d`)."""
+        from pdmd_core.config import ConfigError
+        from pdmd_pipeline.layout import Layout
+        from pdmd_pipeline.params import ParamsError, load_params
+        from pdmd_pipeline.stages import StageError, stage_toy1d
+
+        try:
+            report = stage_toy1d(load_params(params_path), Layout())
+        except (ParamsError, ConfigError, StageError) as err:
+            raise _fail(err) from err
+        typer.echo(json.dumps({k: v for k, v in report.items() if k.startswith("w1")}))
 
     @stage_app.command("report")
     def report_cmd(params_path: Path = params_opt) -> None:

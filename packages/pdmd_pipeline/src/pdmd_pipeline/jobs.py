@@ -57,6 +57,7 @@ class DistillJob:
     tracking: TrackingTarget
     threads: int = 1
     progress: bool = False
+    snapshots: tuple[int, ...] = ()  # generator iterations at which to keep the student (`snapshots/`)
 
 
 class Preempted(RuntimeError):
@@ -95,6 +96,27 @@ class TrackingCallback(Callback):
     def on_iteration_end(self, trainer: Any, step: int, phase: int, metrics: dict[str, float]) -> None:
         if step not in self.already:
             self.tracker.log_metrics({**metrics, "phase": float(phase)}, step)
+
+
+SNAPSHOT_DIR = "snapshots"
+SNAPSHOT_KEYS = ("format", "config", "phase", "phase_started", "global_step", "generator", "ema")
+
+
+class StudentSnapshots(Callback):
+    """At the given generator iterations, the student as it is then (generator experts, EMA, config) in
+    `snapshots/ckpt_<step>.pt`, readable by `Student.from_checkpoint`. With a constant learning rate the student
+    at iteration b of a longer single-phase run is the one a b-iteration run ends with, so one long run gives the
+    students of every shorter budget (a K-phase run does not: its phases split the whole budget)."""
+
+    def __init__(self, folder: Path, steps: tuple[int, ...]) -> None:
+        self.folder, self.steps = folder, set(steps)
+
+    def on_iteration_end(self, trainer: Any, step: int, phase: int, metrics: dict[str, float]) -> None:
+        if step in self.steps:
+            from pdmd_core.checkpoint import save_checkpoint
+
+            state = trainer.state_dict()
+            save_checkpoint(self.folder, step, {k: state[k] for k in SNAPSHOT_KEYS}, keep_last=len(self.steps))
 
 
 class PreemptionCallback(Callback):
@@ -136,6 +158,8 @@ def run_distill(job: DistillJob, stop_requested: Any = None) -> dict[str, Any]:
     assert cfg.model is not None, "the pipeline always sets `model`"
     bundle = build_model(cfg.model.kind, cfg.model.params, cfg.device)
     callbacks: list[Callback] = [TrackingCallback(tracker, already)]
+    if job.snapshots:
+        callbacks.append(StudentSnapshots(run_dir / SNAPSHOT_DIR, job.snapshots))
     if stop_requested is not None:
         callbacks.append(PreemptionCallback(stop_requested, f"{job.arm}/seed{job.seed}",
                                             lambda: tracker.flush(force=True)))

@@ -6,7 +6,9 @@
     runs/samples/<b>/         <arm>/seed<k>/ and teacher_<n>/ sample sets
     runs/eval/<b>/            units.jsonl (every metric's per-unit values), summary.json
     reports/<b>/              results.{md,csv,tex}, claims.{md,json}, figures (*.png)
+    runs/convergence/<b>/     the convergence stage: train/, samples/, units.jsonl, convergence.json
     runs/claims/<b>.json      the benchmark's claim outcomes (input of the report stage)
+    reports/toy1d/            the Fig. 2 toy: subinterval.{json,png}
     reports/README.md         the one-page summary of every claim
 """
 
@@ -44,6 +46,12 @@ class Layout:
 
     def eval(self, b: str) -> Path:
         return self.root / "runs" / "eval" / b
+
+    def convergence(self, b: str) -> Path:
+        return self.root / "runs" / "convergence" / b
+
+    def toy1d(self) -> Path:
+        return self.root / "reports" / "toy1d"
 
     def report(self, b: str) -> Path:
         return self.root / "reports" / b

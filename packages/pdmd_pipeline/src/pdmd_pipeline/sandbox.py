@@ -20,7 +20,7 @@ import yaml
 
 from pdmd_core.paths import project_root
 
-PIPELINE_FILES = ("dvc.yaml", ".dvcignore")
+PIPELINE_FILES = ("dvc.yaml", ".dvcignore", "reports/verdicts_before.json")  # + the report stage's reference
 PIPELINE_DIRS = ("experiments", "slurm")
 
 
@@ -54,6 +54,7 @@ def make_sandbox(preset: Path, folder: Path | None = None, overrides: dict[str, 
     root.mkdir(parents=True, exist_ok=True)
     for name in PIPELINE_FILES:
         if (source / name).exists():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / name, root / name)
     for name in PIPELINE_DIRS:
         if (source / name).is_dir():

@@ -108,6 +108,40 @@ def stage_data(params: PipelineParams, benchmark: str, layout: Layout) -> dict[s
     return info
 
 
+# ------------------------------------------------------------------------------------------------ toy1d
+def stage_toy1d(params: PipelineParams, layout: Layout) -> dict[str, Any]:
+    """The paper's Fig. 2 toy (as `pdmd toy1d`): reports/toy1d/subinterval.{json,png} from `toy1d.config` with
+    `toy1d.overrides` applied."""
+    import torch
+    from pydantic import ValidationError
+
+    from pdmd_core.config import ConfigError, format_validation_error
+    from pdmd_core.cpu_tier.config import BenchmarkConfig
+    from pdmd_core.cpu_tier.subinterval_toy import plot_subinterval_toy, run_subinterval_toy
+    from pdmd_core.cpu_tier.train import configure_cpu
+
+    path = layout.root / params.toy1d.config
+    if not path.is_file():
+        raise StageError(f"toy1d.config = {params.toy1d.config!r}: no such file under {layout.root}")
+    try:
+        cfg = BenchmarkConfig.model_validate(deep_merge(yaml.safe_load(path.read_text()) or {}, params.toy1d.overrides))
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, f"{path} with toy1d.overrides")) from None
+    if cfg.benchmark != "toy1d" or cfg.subinterval is None:
+        raise StageError(f"toy1d.config = {params.toy1d.config!r} must be a toy1d config with a `subinterval:` "
+                         f"section (got benchmark {cfg.benchmark!r})")
+    configure_cpu(params.torch_threads)
+    torch.manual_seed(cfg.seed)
+    result = run_subinterval_toy(cfg.data.atoms, cfg.subinterval, cfg.seed, False)  # type: ignore[union-attr]
+    out = layout.toy1d()
+    out.mkdir(parents=True, exist_ok=True)
+    plot_subinterval_toy(result, str(out / "subinterval.png"), cfg.subinterval.s)
+    report = {**result.report, "figure": "subinterval.png", "config": params.toy1d.config,
+              "overrides": params.toy1d.overrides}
+    (out / "subinterval.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
 # ------------------------------------------------------------------------------------------------ teacher
 def stage_teacher(params: PipelineParams, benchmark: str, layout: Layout) -> dict[str, Any]:
     from pdmd_pipeline.cpu_tier.teacher_quality import train_teacher_from_config
@@ -151,7 +185,6 @@ def build_jobs(params: PipelineParams, benchmark: str, layout: Layout, sweep_id:
 
     bench = params.benchmark(benchmark)
     arms = arms or bench.arms
-    seeds = seeds if seeds is not None else params.seeds
     unknown = [a for a in arms if a not in bench.arms]
     if unknown:
         raise StageError(f"arms {unknown} are not run on {benchmark}; its arms: {bench.arms}")
@@ -163,7 +196,7 @@ def build_jobs(params: PipelineParams, benchmark: str, layout: Layout, sweep_id:
     parent_key = f"{benchmark}/{sweep_id}/sweep"
     jobs = []
     for arm in arms:
-        for seed in seeds:
+        for seed in (seeds if seeds is not None else params.seeds_for(arm)):
             config = resolve_run_config(params, benchmark, arm, seed, model_spec(layout, benchmark))
             tags = {**common_tags, **arm_tags(config), "arm": arm}
             target = TrackingTarget(uri=uri, experiment=experiment_name(benchmark),
@@ -192,7 +225,8 @@ def stage_distill(params: PipelineParams, benchmark: str, layout: Layout, arms: 
     parent.start(experiment_name(benchmark), f"sweep {sweep_id}",
                  {"benchmark": benchmark, "sweep": sweep_id, "executor": kind, "git_sha": git_sha(layout.root),
                   "kind": "sweep"})
-    parent.log_params({"arms": ",".join(sorted({j.arm for j in jobs})), "seeds": ",".join(map(str, params.seeds)),
+    parent.log_params({"arms": ",".join(sorted({j.arm for j in jobs})),
+                       "seeds": ",".join(map(str, sorted({j.seed for j in jobs}))),
                        "iterations": params.budget(benchmark), "executor": kind})
     parent.flush(force=True)
     settings = ExecutorSettings(kind=kind, local_parallel=params.local_parallel, slurm_profile=params.slurm_profile,
@@ -255,46 +289,89 @@ def _save(samples: Any, records: list[Any], info: dict[str, Any], folder: Path) 
     return save_sample_set(SampleSet(arr, records, info["kind"], info["benchmark"], dict(info["meta"])), folder)
 
 
-def stage_sample(params: PipelineParams, benchmark: str, layout: Layout) -> dict[str, Any]:
-    import torch
-    from tqdm.auto import tqdm
-
+def distill_defaults(params: PipelineParams, benchmark: str) -> Any:
+    """The DistillConfig fields every arm of the benchmark shares (schedule shift, teacher CFG)."""
     from pdmd_core.config import config_from_dict
-    from pdmd_core.cpu_tier.teacher import load_teacher
-    from pdmd_core.models.registry import build_model
-    from pdmd_core.sampling import euler_sample, uniform_timesteps
-    from pdmd_core.student import Student
 
-    torch.set_num_threads(params.torch_threads)
+    return config_from_dict(deep_merge(params.distill, params.benchmark(benchmark).distill),
+                            source=f"{benchmark} distill defaults")
+
+
+@dataclass(frozen=True)
+class EvalGrid:
+    """The evaluation grid of a benchmark: the same noise and prompts for every arm and the teacher."""
+
+    info: dict[str, Any]
+    prompt_ids: list[int]
+    seeds: list[int]
+    z: Any
+    cond: Any
+    null: Any
+
+
+def eval_inputs(params: PipelineParams, benchmark: str, layout: Layout) -> tuple[EvalGrid, Any]:
+    """(grid, teacher) for sampling: every prompt × the evaluation sample seeds."""
+    from pdmd_core.cpu_tier.teacher import load_teacher
+
     info = read_json(layout.data(benchmark) / "info.json")
-    sweep = read_json(layout.distill(benchmark) / "sweep.json")
     prompt_ids, seeds = eval_grid(info, params)
     shape = tuple(info["sample_shape"])
     z = grid_noise(shape, seeds).repeat(len(prompt_ids), *([1] * len(shape)))
     teacher = load_teacher(teacher_checkpoint(layout, benchmark))
     cond, null = _conditions(teacher.encoder, info, prompt_ids, len(seeds))
-    written = []
-    # The references use the teacher exactly as distillation saw it: same CFG (scale, form, rescale) and shift.
-    shared = config_from_dict(deep_merge(params.distill, params.benchmark(benchmark).distill),
-                              source=f"{benchmark} distill defaults")
+    return EvalGrid(info, prompt_ids, seeds, z, cond, null), teacher
+
+
+def sample_teacher_references(params: PipelineParams, benchmark: str, grid: EvalGrid, teacher: Any,
+                              folder: Any) -> list[str]:
+    """The teacher at every `eval.teacher_steps` count on the grid, saved to `folder(name)`. The references use the
+    teacher exactly as distillation saw it: same CFG (scale, form, rescale) and shift."""
+    import torch
+
+    from pdmd_core.sampling import euler_sample, uniform_timesteps
+
+    shared = distill_defaults(params, benchmark)
     tcfg = shared.teacher_cfg
+    written = []
     for steps in params.eval.teacher_steps:
         with torch.no_grad():
-            x = euler_sample(teacher.model, z, uniform_timesteps(steps, shared.shift), cond, null, tcfg.scale,
-                             tcfg.form, tcfg.rescale)
+            x = euler_sample(teacher.model, grid.z, uniform_timesteps(steps, shared.shift), grid.cond, grid.null,
+                             tcfg.scale, tcfg.form, tcfg.rescale)
         nfe = steps * (1 if tcfg.scale == 1.0 and tcfg.form == "standard" else 2)
         name = f"{TEACHER_REFERENCE_PREFIX}{steps}"
-        written.append(str(_save(x, _records(name, info, prompt_ids, seeds, steps, nfe, "teacher"), info,
-                                 layout.sample_set(benchmark, name, None))))
+        records = _records(name, grid.info, grid.prompt_ids, grid.seeds, steps, nfe, "teacher")
+        written.append(str(_save(x, records, grid.info, folder(name))))
+    return written
+
+
+def sample_student(checkpoint: Path, bundle: Any, grid: EvalGrid, arm: str, label: str, folder: Path) -> Path:
+    """The student of `checkpoint` on the grid, saved as a sample set (records name `label` as the checkpoint)."""
+    import torch
+
+    from pdmd_core.student import Student
+
+    student = Student.from_checkpoint(checkpoint, bundle=bundle)
+    with torch.no_grad():
+        x = student.sample(grid.z, grid.cond)
+    steps = len(student.timesteps) - 1
+    return _save(x, _records(arm, grid.info, grid.prompt_ids, grid.seeds, steps, steps, label), grid.info, folder)
+
+
+def stage_sample(params: PipelineParams, benchmark: str, layout: Layout) -> dict[str, Any]:
+    import torch
+    from tqdm.auto import tqdm
+
+    from pdmd_core.models.registry import build_model
+
+    torch.set_num_threads(params.torch_threads)
+    sweep = read_json(layout.distill(benchmark) / "sweep.json")
+    grid, teacher = eval_inputs(params, benchmark, layout)
+    written = sample_teacher_references(params, benchmark, grid, teacher,
+                                        lambda name: layout.sample_set(benchmark, name, None))
     bundle = build_model(MODEL_KIND, {"teacher": str(teacher_checkpoint(layout, benchmark))})
     for run in tqdm(sweep["runs"], desc=f"sample {benchmark}", unit="run"):
-        ckpt = layout.root / run["checkpoint"]
-        student = Student.from_checkpoint(ckpt, bundle=bundle)
-        with torch.no_grad():
-            x = student.sample(z, cond)
-        steps = len(student.timesteps) - 1
         folder = layout.sample_set(benchmark, run["arm"], run["seed"])
-        _save(x, _records(run["arm"], info, prompt_ids, seeds, steps, steps, run["checkpoint"]), info, folder)
+        sample_student(layout.root / run["checkpoint"], bundle, grid, run["arm"], run["checkpoint"], folder)
         written.append(str(folder))
     return {"sample_sets": written}
 
@@ -332,29 +409,89 @@ def per_prompt_fd(ctx: Any, extractor: str) -> tuple[list[Any], list[float]]:
     return keys, values
 
 
+@dataclass
+class Evaluator:
+    """What evaluating a sample set of a benchmark needs: the teacher reference, real data, the feature net, the
+    metric names (registry metrics, plus the pipeline's per-prompt Fréchet distance to the teacher)."""
+
+    kind: str
+    reference_name: str
+    reference: Any
+    real: Any
+    feature_net: Any
+    metrics: list[str]
+    per_prompt_fd: bool
+    confidence: float
+
+    @classmethod
+    def for_benchmark(cls, params: PipelineParams, benchmark: str, layout: Layout, reference_folder: Path,
+                      only: list[str] | None = None) -> Evaluator:
+        """`only`: restrict to these metric names (e.g. the claims' metrics); default: every applicable one."""
+        from pdmd_core.cpu_tier.teacher import FEATURES_FILE
+        from pdmd_eval.evaluate import default_metrics
+        from pdmd_eval.features import load_feature_net
+        from pdmd_eval.samples import load_sample_set
+
+        info = read_json(layout.data(benchmark) / "info.json")
+        kind = info["kind"]
+        fnet_path = layout.teacher(benchmark) / FEATURES_FILE
+        fnet = load_feature_net(fnet_path) if fnet_path.is_file() else None
+        metrics = default_metrics(kind, True, True, fnet is not None)
+        if only is not None:
+            metrics = [m for m in metrics if m in only]
+        return cls(kind, reference_name(params), load_sample_set(reference_folder),
+                   load_sample_set(layout.data(benchmark) / "real"), fnet, metrics,
+                   only is None or PER_PROMPT_FD in only, params.eval.confidence)
+
+    def unit_rows(self, folder: Path) -> dict[str, tuple[str, str, list[Any], list[float]]]:
+        """metric → (direction, unit, keys, values) for the sample set in `folder`."""
+        from pdmd_eval.context import EvalContext
+        from pdmd_eval.evaluate import evaluate
+        from pdmd_eval.registry import DOWN
+        from pdmd_eval.samples import load_sample_set
+
+        sset = load_sample_set(folder)
+        results = evaluate(sset, reference=self.reference, metrics=self.metrics, feature_net=self.feature_net,
+                           real=self.real, confidence=self.confidence, progress=False)
+        rows = {name: (res.direction, res.unit, list(res.keys), [float(v) for v in res.values])
+                for name, res in results.items()}
+        if self.per_prompt_fd:
+            extractor = "raw" if self.kind == "points" else "feature_net"
+            ctx = EvalContext(sset, self.reference, None, self.feature_net, {}, extractor, progress=False)
+            keys, values = per_prompt_fd(ctx, extractor)
+            rows[PER_PROMPT_FD] = (DOWN, "prompt", keys, [float(v) for v in values])
+        return rows
+
+
+PER_PROMPT_FD = "fd_teacher_prompt"
+
+
+def unit_records(rows: dict[str, tuple[str, str, list[Any], list[float]]], **labels: Any) -> list[dict[str, Any]]:
+    """units.jsonl lines of one sample set: one per metric value, with `labels` (arm, seed, ...)."""
+    out = []
+    for name, (direction, unit, ks, vs) in rows.items():
+        for key, value in zip(ks if ks else ["all"], vs, strict=True):
+            out.append({**labels, "metric": name, "direction": direction, "unit": unit,
+                        "key": key if not isinstance(key, tuple) else list(key), "value": value})
+    return out
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+
+
 def stage_evaluate(params: PipelineParams, benchmark: str, layout: Layout) -> dict[str, Any]:
     import numpy as np
     import torch
     from tqdm.auto import tqdm
 
-    from pdmd_core.cpu_tier.teacher import FEATURES_FILE
-    from pdmd_eval.context import EvalContext
-    from pdmd_eval.evaluate import default_metrics, evaluate
-    from pdmd_eval.features import load_feature_net
-    from pdmd_eval.registry import DOWN
-    from pdmd_eval.samples import load_sample_set
     from pdmd_pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
 
     torch.set_num_threads(params.torch_threads)
-    info = read_json(layout.data(benchmark) / "info.json")
-    kind = info["kind"]
-    fnet_path = layout.teacher(benchmark) / FEATURES_FILE
-    fnet = load_feature_net(fnet_path) if fnet_path.is_file() else None
-    real = load_sample_set(layout.data(benchmark) / "real")
     ref_name = reference_name(params)
-    reference = load_sample_set(layout.sample_set(benchmark, ref_name, None))
-    metrics = default_metrics(kind, True, True, fnet is not None)
-    extractor = "raw" if kind == "points" else "feature_net"
+    evaluator = Evaluator.for_benchmark(params, benchmark, layout, layout.sample_set(benchmark, ref_name, None))
     sweep = read_json(layout.distill(benchmark) / "sweep.json")
     run_keys = {(r["arm"], int(r["seed"])): r["run_key"] for r in sweep["runs"]}
     uri = resolve_tracking_uri(params.tracking_uri, layout.root)
@@ -363,28 +500,16 @@ def stage_evaluate(params: PipelineParams, benchmark: str, layout: Layout) -> di
     units = []
     summary: dict[str, dict[str, float]] = {}
     for arm, seed, folder in tqdm(sample_sets(layout, benchmark, params), desc=f"evaluate {benchmark}", unit="set"):
-        sset = load_sample_set(folder)
-        results = evaluate(sset, reference=reference, metrics=metrics, feature_net=fnet, real=real,
-                           confidence=params.eval.confidence, progress=False)
-        ctx = EvalContext(sset, reference, None, fnet, {}, extractor, progress=False)
-        keys, values = per_prompt_fd(ctx, extractor)
-        rows = {name: (res.direction, res.unit, list(res.keys), [float(v) for v in res.values])
-                for name, res in results.items()}
-        rows["fd_teacher_prompt"] = (DOWN, "prompt", keys, [float(v) for v in values])
+        rows = evaluator.unit_rows(folder)
+        units += unit_records(rows, arm=arm, seed=seed)
         label = f"{arm}/seed{seed}" if seed >= 0 else arm
-        summary[label] = {}
-        for name, (direction, unit, ks, vs) in rows.items():
-            for key, value in zip(ks if ks else ["all"], vs, strict=True):
-                units.append({"arm": arm, "seed": seed, "metric": name, "direction": direction, "unit": unit,
-                              "key": key if not isinstance(key, tuple) else list(key), "value": value})
-            summary[label][name] = float(np.mean(vs))
+        summary[label] = {name: float(np.mean(vs)) for name, (_, _, _, vs) in rows.items()}
         if seed >= 0:
             tracker = Tracker(uri, run_keys[(arm, seed)], default_spool_root(layout.root))
             tracker.log_metrics({f"eval/{k}": v for k, v in summary[label].items()}, step=0)
             tracker.flush(force=True)
-    with open(out / "units.jsonl", "w") as fh:
-        for row in units:
-            fh.write(json.dumps(row) + "\n")
-    (out / "summary.json").write_text(json.dumps({"reference": ref_name, "metrics": metrics + ["fd_teacher_prompt"],
+    write_jsonl(out / "units.jsonl", units)
+    (out / "summary.json").write_text(json.dumps({"reference": ref_name,
+                                                  "metrics": evaluator.metrics + [PER_PROMPT_FD],
                                                   "means": summary}, indent=2))
     return summary
