@@ -32,6 +32,7 @@ from pdmd_eval.samples import (
     SampleRecord,
     SampleSet,
     SampleSetError,
+    method_of,
 )
 
 MEDIA_STORAGE, ARRAY_STORAGE = "media", "array"
@@ -125,8 +126,7 @@ class SampleReader:
 
     @property
     def method(self) -> str:
-        methods = sorted({r.method for r in self.records})
-        return methods[0] if len(methods) == 1 else "+".join(methods)
+        return method_of(self.records)
 
     def shape(self, i: int) -> tuple[int, ...]:
         """Shape of sample ``i`` in the sample-set layout, without decoding it."""

@@ -111,8 +111,7 @@ class SampleSet:
 
     @property
     def method(self) -> str:
-        methods = sorted({r.method for r in self.records})
-        return methods[0] if len(methods) == 1 else "+".join(methods)
+        return method_of(self.records)
 
     def subset(self, indices: Sequence[int]) -> SampleSet:
         idx = list(indices)
@@ -231,6 +230,12 @@ class HasRecords(Protocol):
     """Anything with a manifest: :class:`SampleSet` or :class:`pdmd_eval.reader.SampleReader`."""
 
     records: list[SampleRecord]
+
+
+def method_of(records: Sequence[SampleRecord]) -> str:
+    """The set's method name: the records' one method, or the sorted methods joined by '+'."""
+    methods = sorted({r.method for r in records})
+    return methods[0] if len(methods) == 1 else "+".join(methods)
 
 
 def group_by_prompt(sample_set: HasRecords) -> dict[Hashable, list[int]]:

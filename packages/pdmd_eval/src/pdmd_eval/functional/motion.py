@@ -47,6 +47,18 @@ def to_thwc(video_tchw: np.ndarray) -> np.ndarray:
     return np.transpose(video_tchw, (0, 2, 3, 1))
 
 
+def _frames_uint8(arr: np.ndarray) -> np.ndarray:
+    """At least 2 frames (flow needs a pair); float values in [0, 1] quantised to uint8, uint8 kept."""
+    if arr.shape[0] < 2:
+        raise ValueError(f"video has {arr.shape[0]} frame(s); optical flow needs at least 2")
+    if arr.dtype == np.uint8:
+        return arr
+    arr = arr.astype(np.float32)
+    if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+        raise ValueError(f"float video values must lie in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]")
+    return np.round(arr * 255.0).astype(np.uint8)
+
+
 def _to_grey_uint8(video: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -57,13 +69,7 @@ def _to_grey_uint8(video: np.ndarray) -> np.ndarray:
             raise ValueError(f"video of shape {arr.shape}: last axis must be channels (1, 3 or 4) for T×H×W×C")
     elif arr.ndim != 3:
         raise ValueError(f"video must be T×H×W or T×H×W×C, got shape {arr.shape}")
-    if arr.shape[0] < 2:
-        raise ValueError(f"video has {arr.shape[0]} frame(s); optical flow needs at least 2")
-    if arr.dtype != np.uint8:
-        arr = arr.astype(np.float32)
-        if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
-            raise ValueError(f"float video values must lie in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]")
-        arr = np.round(arr * 255.0).astype(np.uint8)
+    arr = _frames_uint8(arr)
     if arr.ndim == 3:
         return arr
     if arr.shape[-1] == 1:
@@ -117,13 +123,7 @@ def _to_rgb_uint8(video: np.ndarray) -> np.ndarray:
         arr = arr[..., None]
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4):
         raise ValueError(f"video must be T×H×W or T×H×W×C with C in (1, 3, 4), got shape {np.shape(video)}")
-    if arr.shape[0] < 2:
-        raise ValueError(f"video has {arr.shape[0]} frame(s); optical flow needs at least 2")
-    if arr.dtype != np.uint8:
-        arr = arr.astype(np.float32)
-        if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
-            raise ValueError(f"float video values must lie in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]")
-        arr = np.round(arr * 255.0).astype(np.uint8)
+    arr = _frames_uint8(arr)
     if arr.shape[-1] == 1:
         return np.repeat(arr, 3, axis=-1)
     return arr[..., :3]
