@@ -11,6 +11,9 @@ Modules (one job each):
 - `tracking`  — MLflow runs through a write-ahead spool (JSONL) so that an unreachable server loses nothing;
                 `replay` pushes spooled records once the server is back.
 - `claims`    — the paper's claims as paired comparisons and the verdict rules (fixed before any result).
-- `stages`    — one function per DVC stage (data, teacher, distill, sample, evaluate, tables, report).
+- `stages/`   — one module per DVC stage (data, teacher, distill, sample, evaluate; tables and report in
+                `report`), each importing only what it runs (dvc.yaml's code deps are their import closures).
+- `system_metrics` — CPU / memory / GPU metrics of a job, sampled into its spool.
+- `compare`   — `pdmd compare`: arms side by side (means, CIs over seeds) and the MLflow UI addresses.
 - `commands`  — `pdmd stage ...`, `pdmd launch`, `pdmd pipeline sandbox`, `pdmd mlflow ui|replay`.
 """

@@ -1,5 +1,6 @@
-"""The tables stage (per benchmark: tables, figures, claim outcomes, MLflow artifacts) and the report stage
-(`reports/README.md`: every claim with its measured numbers, CIs, paired test and verdict).
+"""The tables stage (per benchmark: tables, figures, DVC metrics and plots, claim outcomes, MLflow artifacts and the
+experiment's saved arms view) and the report stage (`reports/README.md`: every claim with its measured numbers,
+CIs, paired test and verdict).
 
 Aggregation for the tables: per arm, a metric's values are pooled over training seeds at the unit the paired
 tests use — (seed, prompt) for per-prompt metrics and for per-sample metrics averaged within a prompt, one value
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pdmd_pipeline import claims as C
-from pdmd_pipeline.layout import Layout
+from pdmd_pipeline.layout import RUN_METRICS_FILE, Layout
 from pdmd_pipeline.params import TEACHER_REFERENCE_PREFIX, PipelineParams
 
 UnitKey = tuple[int, Hashable]
@@ -195,7 +196,7 @@ def _log_run_artifacts(params: PipelineParams, benchmark: str, layout: Layout, r
     from pdmd_eval.registry import MetricResult
     from pdmd_eval.samples import load_sample_set
     from pdmd_eval.tables import Row, write_csv
-    from pdmd_pipeline.stages import read_json
+    from pdmd_pipeline.stages.common import read_json
     from pdmd_pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
 
     sweep = read_json(layout.distill(benchmark) / "sweep.json")
@@ -223,7 +224,7 @@ def _log_run_artifacts(params: PipelineParams, benchmark: str, layout: Layout, r
 
 def run_facts(params: PipelineParams, benchmark: str, layout: Layout) -> dict[str, Any]:
     """What the report states about how the numbers were made: teacher quality, sweep size and time."""
-    from pdmd_pipeline.stages import read_json
+    from pdmd_pipeline.stages.common import read_json
 
     sweep = read_json(layout.distill(benchmark) / "sweep.json")
     teacher = read_json(layout.teacher_report(benchmark))
@@ -237,7 +238,8 @@ def stage_tables(params: PipelineParams, benchmark: str, layout: Layout) -> list
     from pdmd_eval.figures import diversity_fidelity_scatter, motion_bars, sample_grid
     from pdmd_eval.samples import load_sample_set
     from pdmd_eval.tables import Row, write_tables
-    from pdmd_pipeline.stages import read_json, reference_name
+    from pdmd_pipeline import dvc_views
+    from pdmd_pipeline.stages.common import read_json, reference_name
 
     info = read_json(layout.data(benchmark) / "info.json")
     kind = info["kind"]
@@ -247,6 +249,8 @@ def stage_tables(params: PipelineParams, benchmark: str, layout: Layout) -> list
     results = metric_results(values, dirs, arms, params.eval.confidence)
     out = layout.report(benchmark)
     out.mkdir(parents=True, exist_ok=True)
+    figures = layout.figures(benchmark)
+    figures.mkdir(parents=True, exist_ok=True)
     write_tables([Row(a, results[a]) for a in arms], out, "results",
                  caption=f"{benchmark}: mean ± 95% CI over (training seed, prompt) units; "
                          f"{len(params.seeds)} seeds per arm")
@@ -254,16 +258,26 @@ def stage_tables(params: PipelineParams, benchmark: str, layout: Layout) -> list
     if div and fid:
         pts = {a: (results[a][div], results[a][fid]) for a in arms if div in results[a] and fid in results[a]}
         if pts:
-            diversity_fidelity_scatter(pts, out / "diversity_vs_fidelity.png", title=benchmark)
+            diversity_fidelity_scatter(pts, figures / "diversity_vs_fidelity.png", title=benchmark)
     if mot:
         bars = {a: results[a][mot] for a in arms if mot in results[a]}
         if bars:
-            motion_bars(bars, out / "motion.png", teacher=reference_name(params))
+            motion_bars(bars, figures / "motion.png", teacher=reference_name(params))
     if kind != "points":
         first_seed = params.seeds[0]
         grid = {a: load_sample_set(layout.sample_set(benchmark, a, None if a.startswith(TEACHER_REFERENCE_PREFIX)
                                                      else first_seed)) for a in arms}
-        sample_grid(grid, out / "samples.png")
+        sample_grid(grid, figures / "samples.png")
+    headline = dvc_views.headline_metrics(kind)
+    dvc_views.write_metrics(dvc_views.metrics_record(results, arms, headline), layout.metrics(benchmark))
+    dvc_views.plot_headline(results, arms, headline, figures / "headline_metrics.png",
+                            f"{benchmark}: mean and 95% CI over (seed, prompt) units")
+    sweep = read_json(layout.distill(benchmark) / "sweep.json")
+    run_dirs = dvc_views.group_run_dirs(sweep["runs"], lambda a, s: layout.run_dir(benchmark, a, s))
+    curves = dvc_views.read_curves(run_dirs, RUN_METRICS_FILE)
+    if curves:
+        dvc_views.plot_curves(curves, figures / "training_curves.png",
+                              f"{benchmark}: training losses (mean, min-max over seeds)")
     rows = evaluate_claims(values, dirs, kind, params.eval.confidence)
     (out / "claims.json").write_text(json.dumps(rows, indent=2))
     (out / "claims.md").write_text(claims_markdown(benchmark, rows))
@@ -271,7 +285,26 @@ def stage_tables(params: PipelineParams, benchmark: str, layout: Layout) -> list
     layout.claims(benchmark).write_text(json.dumps({"benchmark": benchmark, "kind": kind, "claims": rows,
                                                     "facts": run_facts(params, benchmark, layout)}, indent=2))
     _log_run_artifacts(params, benchmark, layout, results, values, dirs)
+    _publish_arms_view(params, benchmark, layout, sweep, [f"eval/{m}" for m in headline],
+                       {f"eval/{m}": d for m, d in dirs.items()})
     return rows
+
+
+def _publish_arms_view(params: PipelineParams, benchmark: str, layout: Layout, sweep: dict[str, Any],
+                       headline: list[str], directions: dict[str, str]) -> None:
+    """The MLflow experiment's saved runs view for this sweep (arms grouped, headline metrics as columns and
+    charts) and its description, through the sweep's spool like every other record."""
+    from pdmd_pipeline.dvc_views import CURVE_METRICS
+    from pdmd_pipeline.mlflow_views import arms_view_tags
+    from pdmd_pipeline.stages.common import experiment_name
+    from pdmd_pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
+
+    tracker = Tracker(resolve_tracking_uri(params.tracking_uri, layout.root), sweep["parent_key"],
+                      default_spool_root(layout.root))
+    tracker.set_experiment_tags(experiment_name(benchmark),
+                                arms_view_tags(benchmark, sweep["sweep_id"], headline, list(CURVE_METRICS),
+                                               directions))
+    tracker.flush(force=True)
 
 
 def _doc_section(start: str, end: str | None) -> str:
