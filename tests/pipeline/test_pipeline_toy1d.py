@@ -11,7 +11,8 @@ import pytest
 from pdmd_core.config import ConfigError
 from pdmd_pipeline.layout import Layout
 from pdmd_pipeline.params import load_params
-from pdmd_pipeline.stages import StageError, stage_toy1d
+from pdmd_pipeline.stages.common import StageError
+from pdmd_pipeline.stages.toy1d import stage_toy1d
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"subinterval": {"hidden": 16, "depth": 1, "iterations": 5, "batch_size": 32, "euler_steps": 4,

@@ -10,7 +10,8 @@ over its phases, so it trains once per budget. The jobs go through the params' e
 Writes runs/convergence/<b>/: `train/<arm>/it<budget>/` (config, result, student snapshots; the full training
 checkpoints are deleted once the jobs succeeded), `samples/` (every arm × budget and the teacher references),
 `units.jsonl` (per-unit metric values with `arm`, `budget`) and `convergence.json` (what ran). The tables stage
-draws reports/<b>/convergence.png and the budget-stability table from them.
+draws reports/figures/<b>/convergence.png and the budget-stability table from them
+(pdmd_pipeline.convergence_summary, which imports none of the training code).
 """
 
 from __future__ import annotations
@@ -70,17 +71,21 @@ def _train(params: PipelineParams, benchmark: str, layout: Layout, runs: list[Co
     from pdmd_pipeline.executors import ExecutorSettings, check_executor, run_jobs
     from pdmd_pipeline.jobs import CheckpointableDistill, DistillJob, TrackingTarget, run_distill
     from pdmd_pipeline.params import arm_tags
-    from pdmd_pipeline.stages import dvc_data_hash, experiment_name, git_sha, md5_file, model_spec, teacher_checkpoint
-    from pdmd_pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
+    from pdmd_pipeline.stages.common import data_input, dvc_data_hash, experiment_name, git_sha, md5_file
+    from pdmd_pipeline.stages.distill import new_sweep_id
+    from pdmd_pipeline.stages.teacher_files import model_spec, teacher_checkpoint
+    from pdmd_pipeline.tracking import Tracker, default_spool_root, dvc_experiment_tags, resolve_tracking_uri
 
     check_executor(params.executor)
     uri = resolve_tracking_uri(params.tracking_uri, layout.root)
     spool_root = default_spool_root(layout.root)
-    sweep_id = time.strftime("%Y%m%d-%H%M%S") + f"-{int(time.time() * 1000) % 1000:03d}"
+    sweep_id = new_sweep_id()
     parent_key = f"{benchmark}/{sweep_id}/convergence"
     tags = {"benchmark": benchmark, "sweep": sweep_id, "git_sha": git_sha(layout.root), "kind": "convergence",
             "dvc_data_md5": dvc_data_hash(layout, benchmark),
-            "teacher_md5": md5_file(teacher_checkpoint(layout, benchmark)), "executor": params.executor}
+            "teacher_md5": md5_file(teacher_checkpoint(layout, benchmark)), "executor": params.executor,
+            **dvc_experiment_tags()}
+    inputs = (data_input(layout, benchmark, "training"),)
     parent = Tracker(uri, parent_key, spool_root)
     parent.start(experiment_name(benchmark), f"convergence {sweep_id}", {**tags, "kind": "convergence-sweep"})
     budgets = params.convergence_budgets(benchmark)
@@ -94,7 +99,8 @@ def _train(params: PipelineParams, benchmark: str, layout: Layout, runs: list[Co
         target = TrackingTarget(uri=uri, experiment=experiment_name(benchmark),
                                 run_key=_run_key(benchmark, sweep_id, run), parent_key=parent_key,
                                 spool_root=str(spool_root), run_name=f"convergence {run.name}",
-                                tags={**tags, **arm_tags(config), "arm": run.arm, "budget": str(run.total)})
+                                tags={**tags, **arm_tags(config), "arm": run.arm, "budget": str(run.total)},
+                                inputs=inputs)
         jobs.append(DistillJob(benchmark, run.arm, seed, str(run_dir(layout, benchmark, run)), config, target,
                                threads=params.torch_threads, snapshots=run.budgets))
     settings = ExecutorSettings(kind=params.executor, local_parallel=params.local_parallel,
@@ -130,19 +136,10 @@ def stage_convergence(params: PipelineParams, benchmark: str, layout: Layout) ->
     from tqdm.auto import tqdm
 
     from pdmd_core.models.registry import build_model
-    from pdmd_pipeline.stages import (
-        MODEL_KIND,
-        PER_PROMPT_FD,
-        Evaluator,
-        eval_inputs,
-        read_json,
-        reference_name,
-        sample_student,
-        sample_teacher_references,
-        teacher_checkpoint,
-        unit_records,
-        write_jsonl,
-    )
+    from pdmd_pipeline.stages.common import read_json, reference_name
+    from pdmd_pipeline.stages.evaluate import PER_PROMPT_FD, Evaluator, unit_records, write_jsonl
+    from pdmd_pipeline.stages.sample import eval_inputs, sample_student, sample_teacher_references
+    from pdmd_pipeline.stages.teacher_files import MODEL_KIND, teacher_checkpoint
     from pdmd_pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
 
     torch.set_num_threads(params.torch_threads)
@@ -185,87 +182,3 @@ def stage_convergence(params: PipelineParams, benchmark: str, layout: Layout) ->
                "train_seconds": round(seconds, 1)}
     (out / "convergence.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-# ------------------------------------------------------------------------------------------------ summary
-def _outcome_at_default(claim_rows: list[dict[str, Any]], claim: str, comp: C.Comparison, metric: str) -> str:
-    row = next((r for r in claim_rows if r["claim"] == claim), None)
-    for o in (row or {}).get("comparisons", []):
-        if (o["a"], o["b"], o["relation"], o["metric"]) == (comp.a, comp.b, comp.relation, metric):
-            return str(o["verdict"])
-    return C.NOT_RUN
-
-
-def summarize(params: PipelineParams, benchmark: str, layout: Layout, kind: str,
-              claim_rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The budget-stability summary of a benchmark (None when its convergence stage has not run): curves (metric →
-    arm → {budget: mean over prompts}), teacher references, each claim sub-comparison's direction per budget
-    beside its verdict at the default budget (all seeds), and the plateau rule per metric."""
-    import numpy as np
-
-    from pdmd_pipeline.report import directions, read_units, unit_values
-
-    folder = layout.convergence(benchmark)
-    if not (folder / "units.jsonl").is_file():
-        return None
-    meta = json.loads((folder / "convergence.json").read_text())
-    units = read_units(folder / "units.jsonl")
-    dirs = directions(units)
-    # the budget plays the training seed's part: one row per budget (teacher references: −1, paired with each)
-    values = unit_values([{**u, "seed": -1 if u["budget"] is None else int(u["budget"])} for u in units])
-    curves: dict[str, dict[str, dict[int, float]]] = {}
-    references: dict[str, dict[str, float]] = {}
-    for metric, per_arm in values.items():
-        for arm, vals in per_arm.items():
-            by_budget: dict[int, list[float]] = {}
-            for (budget, _), v in vals.items():
-                by_budget.setdefault(budget, []).append(v)
-            if arm.startswith(TEACHER_REFERENCE_PREFIX):
-                references.setdefault(metric, {})[arm] = float(np.mean(by_budget[-1]))
-            else:
-                curves.setdefault(metric, {})[arm] = {b: float(np.mean(v)) for b, v in sorted(by_budget.items())}
-    rows = []
-    for claim in C.CLAIMS:
-        for comp in claim.comparisons:
-            for metric in C.metrics_for(comp.role, kind):
-                per_arm = values.get(metric, {})
-                if comp.a not in per_arm or comp.b not in per_arm:
-                    continue
-                sign = 1.0 if dirs[metric] == "↑" else -1.0
-                budgets, xa, xb = C.paired_by_seed(per_arm, comp.a, comp.b)
-                at = {}
-                for budget, ra, rb in zip(budgets, xa, xb, strict=True):
-                    diff = sign * float(np.mean(np.asarray(ra) - np.asarray(rb)))
-                    at[str(budget)] = C.budget_direction(diff, C.MARGIN * abs(float(np.mean(rb))))
-                rows.append({"claim": claim.key, "a": comp.a, "b": comp.b, "relation": comp.relation,
-                             "metric": metric, "directions": at,
-                             "verdict_at_default": _outcome_at_default(claim_rows, claim.key, comp, metric)})
-    default = int(meta["default_budget"])
-    per_metric = {}
-    for metric in C.claim_metrics(kind):
-        if metric in curves:
-            ok, changes = C.plateau(curves[metric], default)
-            per_metric[metric] = {"on_plateau": ok, "changes": changes}
-    as_json = {m: {a: {str(b): v for b, v in c.items()} for a, c in arms.items()} for m, arms in curves.items()}
-    return {"default_budget": default, "budgets": meta["budgets"], "seed": meta["seed"], "directions": dirs,
-            "curves": as_json,
-            "references": references, "rows": rows,
-            "plateau": {"on_plateau": bool(per_metric) and all(v["on_plateau"] for v in per_metric.values()),
-                        "metrics": per_metric}}
-
-
-def draw(summary: dict[str, Any], kind: str, path: Path, title: str = "") -> Path:
-    """reports/<b>/convergence.png: one panel per claim metric, one line per arm, teacher reference lines."""
-    from pdmd_eval.figures import convergence_curves
-    from pdmd_pipeline.report import axis_label
-
-    panels, refs = {}, {}
-    for metric in C.claim_metrics(kind):
-        if metric not in summary["curves"]:
-            continue
-        label = axis_label(metric, summary["directions"][metric], kind)
-        panels[label] = {arm: {int(b): v for b, v in curve.items()} for arm, curve in summary["curves"][metric].items()}
-        refs[label] = summary["references"].get(metric, {})
-    return convergence_curves(panels, path, refs, summary["default_budget"],
-                              title=f"{title}: one training seed per budget; dotted line = default budget "
-                                    f"({summary['default_budget']} iterations)")

@@ -1,6 +1,7 @@
-"""The tables stage (per benchmark: tables, figures, claim outcomes, budget stability, MLflow artifacts) and the
-report stage (`reports/README.md`: every claim with its measured numbers, CIs, paired test and verdict, what changed
-since the previous verdicts, budget stability, the Fig. 2 toy).
+"""The tables stage (per benchmark: tables, figures, DVC metrics and plots, claim outcomes, budget stability,
+MLflow artifacts and the experiment's saved arms view) and the report stage (`reports/README.md`: every claim with
+its measured numbers, CIs, paired test and verdict, what changed since the previous verdicts, budget stability, the
+Fig. 2 toy).
 
 Aggregation for the tables: per arm and metric, the values of one training seed are averaged (per-sample metrics
 within a prompt first, then over prompts; a set-level metric has one value per seed) and the table shows the mean
@@ -20,7 +21,7 @@ import numpy as np
 
 from pdmd_pipeline import claims as C
 from pdmd_pipeline.claims import evaluate_claims, paired_by_seed  # noqa: F401  (the report's API, defined there)
-from pdmd_pipeline.layout import Layout
+from pdmd_pipeline.layout import RUN_METRICS_FILE, Layout
 from pdmd_pipeline.params import TEACHER_REFERENCE_PREFIX, PipelineParams
 
 UnitKey = C.UnitKey
@@ -191,7 +192,7 @@ def _log_run_artifacts(params: PipelineParams, benchmark: str, layout: Layout, r
     from pdmd_eval.registry import MetricResult
     from pdmd_eval.samples import load_sample_set
     from pdmd_eval.tables import Row, write_csv
-    from pdmd_pipeline.stages import read_json
+    from pdmd_pipeline.stages.common import read_json
     from pdmd_pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
 
     sweep = read_json(layout.distill(benchmark) / "sweep.json")
@@ -219,7 +220,7 @@ def _log_run_artifacts(params: PipelineParams, benchmark: str, layout: Layout, r
 
 def run_facts(params: PipelineParams, benchmark: str, layout: Layout) -> dict[str, Any]:
     """What the report states about how the numbers were made: teacher quality, sweep size and time, seeds."""
-    from pdmd_pipeline.stages import read_json
+    from pdmd_pipeline.stages.common import read_json
 
     sweep = read_json(layout.distill(benchmark) / "sweep.json")
     teacher = read_json(layout.teacher_report(benchmark))
@@ -256,9 +257,9 @@ def _figures(params: PipelineParams, benchmark: str, layout: Layout, kind: str, 
              results: dict[str, dict[str, Any]], facts: dict[str, Any]) -> None:
     from pdmd_eval.figures import diversity_fidelity_scatter, motion_bars, sample_grid
     from pdmd_eval.samples import load_sample_set
-    from pdmd_pipeline.stages import read_json, reference_name
+    from pdmd_pipeline.stages.common import read_json, reference_name
 
-    out = layout.report(benchmark)
+    out = layout.figures(benchmark)
     first = lambda role: next(iter(C.metrics_for(role, kind)), None)  # noqa: E731
     div, fid, mot, prec = first("diversity"), first("fidelity"), first("motion"), first("precision")
     for other, stem in ((fid, "diversity_vs_fidelity"), (prec, "diversity_vs_precision")):
@@ -285,8 +286,8 @@ def _figures(params: PipelineParams, benchmark: str, layout: Layout, kind: str, 
 
 def stage_tables(params: PipelineParams, benchmark: str, layout: Layout) -> list[dict[str, Any]]:
     from pdmd_eval.tables import Row, write_tables
-    from pdmd_pipeline import convergence
-    from pdmd_pipeline.stages import read_json
+    from pdmd_pipeline import convergence_summary, dvc_views
+    from pdmd_pipeline.stages.common import read_json
 
     info = read_json(layout.data(benchmark) / "info.json")
     kind = info["kind"]
@@ -306,18 +307,49 @@ def stage_tables(params: PipelineParams, benchmark: str, layout: Layout) -> list
     md = out / "results.md"
     md.write_text(md.read_text() + "\n" + caption + "\n\n" + "\n".join(metric_legend(metric_columns(table_rows)))
                   + "\n")
+    figures = layout.figures(benchmark)  # beside, not inside, reports/<b>/: DVC plots may not nest in an output
+    figures.mkdir(parents=True, exist_ok=True)
     _figures(params, benchmark, layout, kind, arms, results, facts)
+    headline = dvc_views.headline_metrics(kind)
+    dvc_views.write_metrics(dvc_views.metrics_record(results, arms, headline), layout.metrics(benchmark))
+    dvc_views.plot_headline(results, arms, headline, figures / "headline_metrics.png",
+                            f"{benchmark}: mean and 95 % t interval over training seeds")
+    sweep = read_json(layout.distill(benchmark) / "sweep.json")
+    run_dirs = dvc_views.group_run_dirs(sweep["runs"], lambda a, s: layout.run_dir(benchmark, a, s))
+    curves = dvc_views.read_curves(run_dirs, RUN_METRICS_FILE)
+    if curves:
+        dvc_views.plot_curves(curves, figures / "training_curves.png",
+                              f"{benchmark}: training losses (mean, min-max over seeds)")
     rows = evaluate_claims(values, dirs, kind, params.eval.confidence)
-    budget = convergence.summarize(params, benchmark, layout, kind, rows)
+    budget = convergence_summary.summarize(params, benchmark, layout, kind, rows)
     if budget is not None:
-        convergence.draw(budget, kind, out / "convergence.png", title=benchmark)
+        convergence_summary.draw(budget, kind, layout.figures(benchmark) / "convergence.png", title=benchmark)
     (out / "claims.json").write_text(json.dumps(rows, indent=2))
     (out / "claims.md").write_text(claims_markdown(benchmark, rows))
     layout.claims(benchmark).parent.mkdir(parents=True, exist_ok=True)
     layout.claims(benchmark).write_text(json.dumps({"benchmark": benchmark, "kind": kind, "claims": rows,
                                                     "facts": facts, "convergence": budget}, indent=2))
     _log_run_artifacts(params, benchmark, layout, results, values, dirs)
+    _publish_arms_view(params, benchmark, layout, sweep, [f"eval/{m}" for m in headline],
+                       {f"eval/{m}": d for m, d in dirs.items()})
     return rows
+
+
+def _publish_arms_view(params: PipelineParams, benchmark: str, layout: Layout, sweep: dict[str, Any],
+                       headline: list[str], directions: dict[str, str]) -> None:
+    """The MLflow experiment's saved runs view for this sweep (arms grouped, headline metrics as columns and
+    charts) and its description, through the sweep's spool like every other record."""
+    from pdmd_pipeline.dvc_views import CURVE_METRICS
+    from pdmd_pipeline.mlflow_views import arms_view_tags
+    from pdmd_pipeline.stages.common import experiment_name
+    from pdmd_pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
+
+    tracker = Tracker(resolve_tracking_uri(params.tracking_uri, layout.root), sweep["parent_key"],
+                      default_spool_root(layout.root))
+    tracker.set_experiment_tags(experiment_name(benchmark),
+                                arms_view_tags(benchmark, sweep["sweep_id"], headline, list(CURVE_METRICS),
+                                               directions))
+    tracker.flush(force=True)
 
 
 def _doc_section(start: str, end: str | None) -> str:
