@@ -92,13 +92,16 @@ def _rank_main(rank: int, ports: list[int], model: dict[str, Any], root: str) ->
     torch.set_num_threads(1)
     out = Path(root)
     cfg = _config(model)
-    for port, job in zip(ports, ("two", "two_to_one", "one_to_two"), strict=True):
+    for port, job in zip(ports, ("two", "two_to_one", "one_to_two", "two_async"), strict=True):
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
                           LOCAL_RANK=str(rank))
         if job == "two":  # uninterrupted
             _train(cfg, out / "two")
         elif job == "two_to_one":  # crashes; a single process resumes it later
             _train(cfg, out / "two_to_one", crash_at=STOP_AFTER)
+        elif job == "two_async":  # periodic checkpoints written in the background (gloo group of their own)
+            checkpoint = cfg.checkpoint.model_copy(update={"async_save": True})
+            _train(cfg.model_copy(update={"checkpoint": checkpoint}), out / "two_async")
         else:  # resumes the single process's crashed run on 2 ranks
             _train(cfg, out / "one_to_two", record=str(out / "loaded_one_to_two.safetensors"))
     for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
@@ -134,7 +137,7 @@ def runs(tiny_wan22, wan_prompt_cache, tmp_path_factory) -> dict[str, Any]:
     torch.set_num_threads(1)
     _train(cfg, root / "one")  # uninterrupted, 1 rank
     _train(cfg, root / "one_to_two", crash_at=STOP_AFTER)  # 1 rank, crashes after step 5
-    mp.spawn(_rank_main, args=([free_port() for _ in range(3)], model, str(root)), nprocs=WORLD, join=True)
+    mp.spawn(_rank_main, args=([free_port() for _ in range(4)], model, str(root)), nprocs=WORLD, join=True)
     _train(cfg, root / "two_to_one", record=str(root / "loaded_two_to_one.safetensors"))
     from pdmd_core.models.registry import build_model
     from pdmd_core.trainer import Trainer
@@ -214,3 +217,15 @@ def test_export_of_the_sharded_run_equals_the_export_of_the_same_state_saved_as_
             else:
                 assert a.read_bytes() == b.read_bytes(), rel
         assert tensors > 0
+
+
+def test_asynchronous_saves_on_two_ranks_commit_every_checkpoint_and_train_identically(runs):
+    from pdmd_core.checkpoint import list_checkpoints, partial_checkpoints
+    from pdmd_core.distributed_checkpoint import staging_folders
+
+    root: Path = runs["root"]
+    folder = root / "two_async" / "checkpoints"
+    assert [p.name for p in list_checkpoints(folder)] == [f"ckpt_{s:08d}.dcp" for s in range(1, 7)]
+    assert not partial_checkpoints(folder) and not staging_folders(folder)
+    a, b = _final(root / "two_async"), _final(root / "two")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # same kernels, same order

@@ -157,14 +157,15 @@ class SafeLoadPlanner(DefaultLoadPlanner):
         super().load_bytes(read_item, checked)
 
 
-def load_tensors(folder: Path, template: dict[str, Any]) -> None:
+def load_tensors(folder: Path, template: dict[str, Any], collective: bool | None = None) -> None:
     """Fill `template` (nested dicts of tensors/DTensors, each laid out as the caller needs) in place from the
-    DCP checkpoint `folder`, resharding as needed; collective when torch.distributed is initialised."""
+    DCP checkpoint `folder`, resharding as needed; collective when torch.distributed is initialised, unless
+    `collective=False` (one process reading whole tensors, e.g. export on one rank)."""
     read_metadata_safely(folder / ".metadata")  # refused here, as itself, on every rank
     try:
         with _one_process_ok():
             dcp.load(template, storage_reader=SafeFileSystemReader(str(folder)), planner=SafeLoadPlanner(folder),
-                     no_dist=not _distributed())
+                     no_dist=not (_distributed() if collective is None else collective))
     except BaseException as err:  # DCP raises CheckpointException, a BaseException
         unsafe = _unsafe_cause(err)
         if unsafe is not None:

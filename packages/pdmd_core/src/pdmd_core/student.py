@@ -67,7 +67,8 @@ class Student:
         if distributed:
             from pdmd_core.distributed_checkpoint import load_tensors
 
-            load_tensors(path, {"generator": {str(e): gen.expert_tensors(e) for e in range(len(gen.experts))}})
+            experts = {str(e): gen.expert_tensors(e) for e in range(len(gen.experts))}
+            load_tensors(path, {"generator": experts}, collective=False)
         else:
             for e, sd in enumerate(state["generator"]):
                 gen.load_expert_state(e, sd)
@@ -76,7 +77,7 @@ class Student:
             gen.set_trainable(gen.experts_for_phase(int(state["phase"]), cfg.method))
             named = dict(gen.trainable_named_parameters())
             if distributed:  # the EMA weights straight into the current expert's parameters
-                load_tensors(path, {"ema": {name: p.detach() for name, p in named.items()}})
+                load_tensors(path, {"ema": {name: p.detach() for name, p in named.items()}}, collective=False)
             else:
                 with torch.no_grad():
                     for name, value in state["ema"].items():

@@ -68,7 +68,6 @@ def run_training(config: str | Path | DistillConfig, run_dir: str | Path, overri
     from pdmd_core.checkpoint import latest_checkpoint
     from pdmd_core.models.registry import build_model
     from pdmd_core.realscale.distributed import (
-        any_rank,
         average_gradients,
         fsdp2_role_wrapper,
         init_distributed,
@@ -110,7 +109,7 @@ def run_training(config: str | Path | DistillConfig, run_dir: str | Path, overri
                 trainer.callbacks.append(TrackingCallback(tracker, already))
         if stop_requested is not None:  # after tracking: the stop step's metrics are logged before the stop
             flush = (lambda: tracker.flush(force=True)) if tracker is not None else (lambda: None)
-            trainer.callbacks.append(PreemptionCallback(lambda: any_rank(stop_requested(), ctx),
+            trainer.callbacks.append(PreemptionCallback(functools.partial(agree_on_stop, stop_requested, ctx),
                                                         f"{run_dir.name} rank {ctx.rank}", flush))
         start = time.perf_counter()
         trainer.fit()
@@ -135,6 +134,18 @@ def run_training(config: str | Path | DistillConfig, run_dir: str | Path, overri
     finally:
         shutdown_distributed()
         torch.set_grad_enabled(True)
+
+
+def agree_on_stop(flag: StopFlag, ctx: Any) -> bool:
+    """Whether some rank got a stop signal, with that signal adopted on every rank (an all-reduce each iteration):
+    all ranks stop after the same iteration, and the first task requeues on USR2 even if its own copy of the
+    signal has not arrived yet."""
+    from pdmd_core.realscale.distributed import max_over_ranks
+
+    signum = max_over_ranks(flag.signum or 0, ctx)
+    if signum:
+        flag.signum = signum
+    return bool(signum)
 
 
 class CheckpointableTraining(StopOnSignal):

@@ -4,9 +4,9 @@ roles, DCP checkpoints) training the tiny Wan2.2 two-expert model (real diffuser
 - `kill_rank_during_save`: rank 1's writer stops half-way through its shard file of a distributed save and is
   SIGKILLed there; the other rank's and its partial files must be ignored, a resubmitted job must resume from
   the last committed step on both ranks and end bit-identical to an uninterrupted run.
-- `time_limit_requeue`: a job whose 1-minute time limit expires mid-run (`--signal=USR2@N`): all ranks agree on
-  the iteration to stop at, checkpoint, submitit requeues, the job finishes bit-identical to an uninterrupted
-  run, and each step is logged once to a real MLflow server.
+- `time_limit_requeue`: a job whose time limit expires mid-run (`--signal=USR2@N`): all ranks agree on the
+  iteration to stop at, checkpoint, submitit requeues, the job finishes bit-identical to an uninterrupted run,
+  and each step is logged once to a real MLflow server.
 - `resume_on_other_rank_count`: a 2-task job cancelled mid-run is resumed by a 1-task job, and a 1-task job by a
   2-task job: the state right after loading equals the committed checkpoint exactly; the finished run matches an
   uninterrupted one within the gradient-averaging tolerance (`pdmd_core.realscale.ddp_check.compare_states`).
@@ -29,6 +29,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,9 @@ import yaml
 from pdmd_pipeline.reliability.scenarios import FaultOutcome
 
 PROMPTS = ["a red cat", "a blue dog sitting", "photo of a cat", "the dog runs"]
-ITERATIONS = [24, 24]  # ~1 minute of 2-rank training on this machine: longer than the time-out's signal delay
-SAVE_STALLED_AT = 7
+ITERATIONS = [10, 10]  # ~1 minute of 2-rank training on this machine: longer than the time-out's signal window
+CHECKPOINT_EVERY = 2
+SAVE_STALLED_AT = 6  # a periodic checkpoint step
 
 
 # ------------------------------------------------------------------------------------------------ assets
@@ -70,7 +72,7 @@ def run_config(root: Path, **over: Any) -> dict[str, Any]:
         "method": "phased", "num_steps": 4, "shift": 5.0, "phases": 2, "iterations": list(ITERATIONS),
         "batch_size": 2, "ttur_ratio": 1, "seed": 11, "generator": {"kind": "lora", "rank": 2, "alpha": 8.0},
         "optim": {"lr_generator": 1e-2, "lr_fake": 1e-3, "ema_decay": 0.9},
-        "checkpoint": {"every": 1, "keep_last": 3},
+        "checkpoint": {"every": CHECKPOINT_EVERY, "keep_last": 3},
         "model": {"kind": "wan", "architecture": "tiny-wan2.2", "model_path": str(root / "base"),
                   "prompt_cache": str(root / "prompts.safetensors"), "resolution": [1, 16, 16]}}
     return raw | over
@@ -144,10 +146,14 @@ def _wait(predicate: Any, timeout: float, what: str, job: Any = None) -> None:
 
 
 def _job_error(job: Any) -> str:
+    """The job's failure as its last `SomeError: message` line (the remote traceback's own), or 'no error'."""
+    import re
+
     try:
         job.results()
     except Exception as err:  # noqa: BLE001 - the failure is what the caller reports
-        return f"{type(err).__name__}: {str(err)[-600:]}"
+        found = re.findall(r"(\w+(?:Error|Exception)): ([^\n]*)", str(err))
+        return f"{found[-1][0]}: {found[-1][1][:400]}" if found else f"{type(err).__name__}: {str(err)[-400:]}"
     return "no error"
 
 
@@ -250,10 +256,9 @@ def kill_rank_during_save(work: Path, stall_step: int = SAVE_STALLED_AT) -> list
         _wait(marker.exists, 600, f"rank 1 to stall in the save of step {stall_step}", job)
         stalled = json.loads(marker.read_text())
         os.kill(int(stalled["pid"]), signal.SIGKILL)
-        killed_at = time.monotonic()
         try:
             _wait(job.done, 120, "the job to end after the kill")
-            ended = f"the job ended {time.monotonic() - killed_at:.0f} s after the kill ({_job_error(job)[:160]})"
+            ended = f"rank 0 stopped on its own ({_job_error(job)[:150]})"
         except RuntimeError:
             subprocess.run(["scancel", job.job_id], check=False)
             ended = "rank 0 was still waiting after 120 s; the job was cancelled"
@@ -264,7 +269,7 @@ def kill_rank_during_save(work: Path, stall_step: int = SAVE_STALLED_AT) -> list
         final = trained_tensors(final_checkpoint(run))
     finally:
         slurm_cluster.stop(only=started)
-    expected = f"ckpt_{stall_step - 1:08d}.dcp"
+    expected = f"ckpt_{stall_step - CHECKPOINT_EVERY:08d}.dcp"
     resumed_from = sorted({Path(r["resumed_from"]).name for r in resumed if r["resumed_from"]})
     same = identical(final, reference)
     cleaned = not staging_folders(run / "checkpoints")
@@ -273,18 +278,48 @@ def kill_rank_during_save(work: Path, stall_step: int = SAVE_STALLED_AT) -> list
     happened = (f"{ended}; left on disk: uncommitted staging folder {left} beside committed {committed}; the "
                 f"resubmitted 2-task job resumed from {resumed_from} on both ranks "
                 f"({[r['resumed_from'] is not None for r in resumed]}), finished {resumed[0]['steps']} steps with "
-                f"generator and fake-score tensors {'bit-identical' if same else 'DIFFERENT'} to an uninterrupted "
-                f"run; partial folder {'removed' if cleaned else 'still there'} by the next save")
+                f"generator tensors {'bit-identical' if same else 'DIFFERENT'} to an uninterrupted run; partial "
+                f"folder {'removed' if cleaned else 'still there'} by the next save")
     return [FaultOutcome(
         "distributed", "SIGKILL of one rank during a distributed save",
         f"2-task FSDP2 job (tiny Wan2.2): rank 1's writer cut half-way through its shard of the step-{stall_step} "
         f"DCP save ({stalled['shards']}); SIGKILL sent then", happened,
-        f"nothing: step {stall_step} was recomputed from the committed step {stall_step - 1}" if ok else
+        f"nothing: the steps after the committed step {stall_step - CHECKPOINT_EVERY} were recomputed" if ok else
         "see details", ok, time.perf_counter() - start, {"staging": left, "committed": committed,
                                                          "resumed_from": resumed_from})]
 
 
-def time_limit_requeue(work: Path, signal_delay_s: int = 15) -> list[FaultOutcome]:
+def _elapsed_s(job_id: str) -> int:
+    """Run time of a SLURM job from squeue (`[D-][HH:]MM:SS`)."""
+    text = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%M"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    days, _, clock = text.rpartition("-")
+    parts = [int(v) for v in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    return int(days or 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
+def _set_time_limit(job_id: str, minutes: int) -> None:
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={minutes}"], check=True,
+                   capture_output=True)
+
+
+def _restarts(job_id: str) -> int:
+    import re
+
+    info = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    found = re.search(r"Restarts=(\d+)", info)
+    return int(found.group(1)) if found else 0
+
+
+def time_limit_requeue(work: Path, cut_after: int = 4, signal_delay_s: int = 90) -> list[FaultOutcome]:
+    """The job's time limit is set (scontrol update) to expire ~1 minute after the ranks reached `cut_after`
+    steps; SLURM sends USR2 `signal_delay_s` before it (`--signal=USR2@N`, checked every ~30 s by slurmctld).
+    The submitted limit is 3 minutes, so submitit's own check counts the signal as a time-out; it is raised to 15
+    minutes while the job waits, and again once the job is requeued, so that the requeued run can finish."""
+    import math
+
     from mlflow.tracking import MlflowClient
 
     from pdmd_pipeline.infra import mlflow_server, slurm_cluster
@@ -300,18 +335,28 @@ def time_limit_requeue(work: Path, signal_delay_s: int = 15) -> list[FaultOutcom
     try:
         root = assets(work)
         reference = trained_tensors(final_checkpoint(reference_run(root)))
-        profile = write_profile(work / "profile_timeout.yaml", tasks=2, timeout_min=1, signal_delay_s=signal_delay_s,
-                                requeue=True, max_num_timeout=6)
+        profile = write_profile(work / "profile_timeout.yaml", tasks=2, timeout_min=3, signal_delay_s=signal_delay_s,
+                                requeue=True, max_num_timeout=3)
         target = TrackingTarget(uri=url, experiment="pdmd/reliability", run_key="timeout/tiny-wan22",
                                 parent_key=None, spool_root=str(work / "spool"), run_name="time-limit",
                                 tags={"fault": "time limit"})
         run = work / "run"
         job = submit_training(config_path(root), run, profile, tracking=target)
+        _set_time_limit(job.job_id, 15)
+        _wait(_started(run, cut_after), 900, f"step {cut_after} of the job", job)
+        elapsed = _elapsed_s(job.job_id)
+        limit = math.ceil((elapsed + 30) / 60)
+        _set_time_limit(job.job_id, limit)
+        cut_at = len(_metrics_steps(run))
+        _wait(lambda: _restarts(job.job_id) >= 1, 600, "the requeue after the time limit", job)
+        stopped_at = max(_metrics_steps(run))
+        _set_time_limit(job.job_id, 15)
         results = job.results()
         spool = Spool(work / "spool", target.run_key)
         run_id = spool.run_id
-        history = MlflowClient(url).get_metric_history(run_id, "generator_loss") if run_id else []
-        run_info = MlflowClient(url).get_run(run_id) if run_id else None
+        client = MlflowClient(url)
+        history = client.get_metric_history(run_id, "generator_loss") if run_id else []
+        status = client.get_run(run_id).info.status if run_id else None
     finally:
         mlflow_server.stop(work / "mlflow")
         slurm_cluster.stop(only=started)
@@ -323,19 +368,22 @@ def time_limit_requeue(work: Path, signal_delay_s: int = 15) -> list[FaultOutcom
     spooled = Counter(int(op["step"]) for op in spool.ops()
                       if op["op"] == "metrics" and "generator_loss" in op["metrics"])
     once = sorted(server) == list(range(1, steps + 1)) and set(server.values()) == {1} and spooled == server
-    final = trained_tensors(final_checkpoint(run))
-    same = identical(final, reference)
-    status = run_info.info.status if run_info else None
-    ok = restarts >= 1 and timeouts >= 1 and results[0]["steps"] == steps and same and once and status == "FINISHED"
+    same = identical(trained_tensors(final_checkpoint(run)), reference)
+    resumed = results[0]["resumed_from"]
+    mid_run = cut_after <= stopped_at < steps
+    ok = (restarts >= 1 and timeouts >= 1 and mid_run and results[0]["steps"] == steps and same and once
+          and status == "FINISHED" and resumed is not None)
     return [FaultOutcome(
         "distributed", "time limit expires mid-run (2 ranks)",
-        f"2-task job with `--time=1` and `--signal=USR2@{signal_delay_s}` on {steps} steps of ~1 minute of training",
-        f"USR2 caught as a time-out {timeouts} time(s); all ranks stopped at the same iteration, committed a "
-        f"checkpoint, submitit requeued (restarts: {restarts}); finished {results[0]['steps']} steps with "
-        f"tensors {'bit-identical' if same else 'DIFFERENT'} to an uninterrupted run; MLflow run {status}, "
-        f"generator_loss on the server for {len(server)} steps ({'each once' if once else 'NOT once each'})",
+        f"2-task job with `--signal=USR2@{signal_delay_s}`; its time limit set (scontrol update) to {limit} min, "
+        f"i.e. to expire ~1 min ahead, after {elapsed} s (step {cut_at} of {steps})",
+        f"USR2 taken by submitit as a time-out ('this job is timed-out'); all ranks stopped after the same step "
+        f"{stopped_at} with a committed checkpoint, submitit requeued (restarts: {restarts}), the requeued job "
+        f"resumed from {Path(resumed).name if resumed else None} and finished {results[0]['steps']} steps with "
+        f"generator tensors {'bit-identical' if same else 'DIFFERENT'} to an uninterrupted run; MLflow run "
+        f"{status}, generator_loss on the server for {len(server)} steps ({'each once' if once else 'NOT once each'})",
         "nothing" if ok else "see details", ok, time.perf_counter() - start,
-        {"restarts": restarts, "timeouts": timeouts, "server_steps": dict(server)})]
+        {"restarts": restarts, "timeouts": timeouts, "server_steps": dict(server), "stopped_at": stopped_at})]
 
 
 def _stop_then_resume(work: Path, root: Path, first: int, second: int, stop_after: int) -> FaultOutcome:
@@ -362,8 +410,8 @@ def _stop_then_resume(work: Path, root: Path, first: int, second: int, stop_afte
     from safetensors.torch import load_file
 
     loaded = load_file(str(loaded_file))
-    exact = identical({k: v for k, v in saved.items() if k in loaded}, loaded) and len(loaded) > 0
-    missing = sorted(set(saved) - set(loaded) - {k for k in saved if k.endswith(".step")})
+    exact = identical(saved, loaded) and len(loaded) > 0
+    missing = sorted(set(saved) ^ set(loaded))
     final, ref = trained_tensors(final_checkpoint(run)), trained_tensors(final_checkpoint(reference_run(root)))
     report = compare_states(final, ref, initial_tensors(root))
     ok = (exact and not missing and results[0]["resumed_from"] is not None
@@ -377,13 +425,13 @@ def _stop_then_resume(work: Path, root: Path, first: int, second: int, stop_afte
         f"{len(loaded)} tensors (generator, fake scores, EMA, AdamW moments) {'equal' if exact else 'NOT equal'} "
         f"to the saved ones{'' if not missing else f' (missing {missing[:3]})'}; finished {results[0]['steps']} "
         f"steps; final tensors vs an uninterrupted 2-task run: max |diff| {report['max_abs_diff']:.2e}, worst "
-        f"{report['worst_diff_over_update']:.2%} of the training update (tolerance 1%: gradient averaging over "
+        f"{report['worst_diff_over_update']:.3%} of the training update (tolerance 1%: gradient averaging over "
         f"another rank count sums in another order)",
         "nothing" if ok else "see details", ok, time.perf_counter() - start,
         {"report": report, "committed_step": step})
 
 
-def resume_on_other_rank_count(work: Path, stop_after: int = 10) -> list[FaultOutcome]:
+def resume_on_other_rank_count(work: Path, stop_after: int = 13) -> list[FaultOutcome]:
     from pdmd_pipeline.infra import slurm_cluster
 
     started = slurm_cluster.start()
@@ -538,14 +586,25 @@ def pickle_payload(work: Path) -> list[FaultOutcome]:
         "a `__reduce__` payload that creates a marker file, planted as a DCP checkpoint's .metadata (newest "
         "checkpoint of a run resumed by a 2-task job), as a DCP data item (`pdmd export`) and inside a single-file "
         "checkpoint (`pdmd export`, load_checkpoint)",
-        f"payload live when unpickled unsafely: {live}; 2-task job: {job_error[:200] if refused_job else job_error}; "
+        f"payload live when unpickled unsafely: {live}; 2-task job resuming the run: "
+        f"{_refusal(job_error) if refused_job else job_error}; "
         f"pdmd export exit codes {[r.returncode for r in exports.values()]} "
         f"({'refused' if refused_exports else 'NOT refused'}); load_checkpoint: {direct}; marker file "
         f"{'never created' if never_ran else 'CREATED'}",
         "nothing (no file written, no code run)" if ok else "see details", ok, time.perf_counter() - start)]
 
 
-DISTRIBUTED_SCENARIOS = {
+def _refusal(error: str) -> str:
+    """`UnsafeCheckpointError: refused to load <file> (would call `x`)` from a job's error text."""
+    import re
+
+    file = re.search(r"refused to load (\S+):", error)
+    call = re.search(r"would call `([^`]+)`", error)
+    return (f"UnsafeCheckpointError, refused to load {Path(file.group(1)).parent.name}/{Path(file.group(1)).name}"
+            f"{f' (unpickling would call `{call.group(1)}`)' if call else ''}" if file else error[:200])
+
+
+DISTRIBUTED_SCENARIOS: dict[str, Callable[[Path], list[FaultOutcome]]] = {
     "kill_rank_during_save": kill_rank_during_save,
     "time_limit_requeue": time_limit_requeue,
     "resume_on_other_rank_count": resume_on_other_rank_count,
