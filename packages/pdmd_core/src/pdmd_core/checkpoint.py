@@ -6,15 +6,15 @@ Two layouts share a run's `checkpoints/` folder and its naming (`<step>` = globa
   crash or SIGKILL mid-write never leaves a truncated checkpoint under a final name. The single-process CPU tier
   (`pdmd train`, `dvc repro`) writes these.
 - `ckpt_<step>.dcp/`: a torch.distributed.checkpoint folder written by every rank together
-  (`pdmd_core.distributed_checkpoint`); it counts only once its commit marker `COMMITTED` exists, which rank 0
-  writes after every rank has finished its part. A folder without the marker is a partial write: ignored, and
-  removed by the next save.
+  (`pdmd_core.distributed_checkpoint`) into a staging folder `.tmp_ckpt_<step>.dcp/`, which rank 0 gives its
+  commit marker `COMMITTED` and its final name once every rank has finished its part. Only a folder with its
+  final name and its marker counts; what a killed save leaves is never read and is removed by the next save.
 
 - `list_checkpoints(folder)` / `latest_checkpoint(folder)`: complete checkpoints of both kinds, by step.
 - `load_checkpoint(path)`: a single file, with `torch.load(weights_only=True)`: tensors and plain data only. A
   file that would need to unpickle anything else (a crafted `__reduce__` payload, a class) is refused with
   `UnsafeCheckpointError` before any of its code can run.
-- `remove_stale_temporaries(folder)`: temp files a killed single-file writer left behind.
+- `remove_stale_temporaries(folder)`: temp files / staging folders a killed writer left behind.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,11 @@ def fsync_dir(folder: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder, fsync, rename, fsync the folder."""
+    """Write `data` to `path` via a temp file in the same folder, fsync, rename, fsync the folder (mode 0644,
+    like the DCP shard files beside it)."""
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -128,8 +131,6 @@ def save_checkpoint(folder: str | Path, step: int, state: dict[str, Any], keep_l
 
 def remove_checkpoint(path: Path) -> None:
     """Delete one checkpoint of either kind (a DCP folder's marker first, so it is never half-committed)."""
-    import shutil
-
     if is_distributed_checkpoint(path):
         (path / COMMIT_MARKER).unlink(missing_ok=True)
         shutil.rmtree(path, ignore_errors=True)
@@ -142,8 +143,6 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    import shutil
-
     stale = sorted(p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX))
     for p in stale:
         if p.is_dir():  # the staging folder of a distributed save that never committed

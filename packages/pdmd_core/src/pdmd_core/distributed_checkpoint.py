@@ -217,10 +217,6 @@ def read_json(folder: Path, name: str) -> dict[str, Any]:
     return data
 
 
-def read_commit(folder: Path) -> dict[str, Any]:
-    return read_json(folder, COMMIT_MARKER)
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     try:
         text = json.dumps(data, sort_keys=True)

@@ -2,7 +2,7 @@
 
 API:
     trainer = Trainer(cfg: DistillConfig, bundle: ModelBundle, run_dir, callbacks=[callback, ...],
-                      progress=True, grad_sync=None, rank=0)
+                      progress=True, grad_sync=None, rank=0, wrap_module=None, world_size=None)
     trainer.fit()                   # all phases; resumes from run_dir/checkpoints if a checkpoint exists
     trainer.save()                  # also valid from a callback (a consistent point after an iteration;
                                     # collective when several ranks checkpoint together)

@@ -39,7 +39,8 @@ import yaml
 from pdmd_pipeline.reliability.scenarios import FaultOutcome
 
 PROMPTS = ["a red cat", "a blue dog sitting", "photo of a cat", "the dog runs"]
-ITERATIONS = [10, 10]  # ~1 minute of 2-rank training on this machine: longer than the time-out's signal window
+ITERATIONS = [12, 12]  # ~1 minute of 2-rank training here: after the time limit's cut, longer than slurmctld's
+# 30 s between time-limit checks, so the signal always lands mid-run
 CHECKPOINT_EVERY = 2
 SAVE_STALLED_AT = 6  # a periodic checkpoint step
 
@@ -313,7 +314,7 @@ def _restarts(job_id: str) -> int:
     return int(found.group(1)) if found else 0
 
 
-def time_limit_requeue(work: Path, cut_after: int = 4, signal_delay_s: int = 90) -> list[FaultOutcome]:
+def time_limit_requeue(work: Path, cut_after: int = 2, signal_delay_s: int = 90) -> list[FaultOutcome]:
     """The job's time limit is set (scontrol update) to expire ~1 minute after the ranks reached `cut_after`
     steps; SLURM sends USR2 `signal_delay_s` before it (`--signal=USR2@N`, checked every ~30 s by slurmctld).
     The submitted limit is 3 minutes, so submitit's own check counts the signal as a time-out; it is raised to 15
