@@ -259,7 +259,9 @@ def kill_rank_during_save(work: Path, stall_step: int = SAVE_STALLED_AT) -> list
         os.kill(int(stalled["pid"]), signal.SIGKILL)
         try:
             _wait(job.done, 120, "the job to end after the kill")
-            ended = f"rank 0 stopped on its own ({_job_error(job)[:150]})"
+            error = _job_error(job)
+            ended = ("rank 0 stopped on its own (gloo: 'Connection closed by peer')"
+                     if "Connection closed by peer" in error else f"rank 0 stopped on its own ({error[:150]})")
         except RuntimeError:
             subprocess.run(["scancel", job.job_id], check=False)
             ended = "rank 0 was still waiting after 120 s; the job was cancelled"
@@ -376,8 +378,8 @@ def time_limit_requeue(work: Path, cut_after: int = 2, signal_delay_s: int = 90)
           and status == "FINISHED" and resumed is not None)
     return [FaultOutcome(
         "distributed", "time limit expires mid-run (2 ranks)",
-        f"2-task job with `--signal=USR2@{signal_delay_s}`; its time limit set (scontrol update) to {limit} min, "
-        f"i.e. to expire ~1 min ahead, after {elapsed} s (step {cut_at} of {steps})",
+        f"2-task job with `--signal=USR2@{signal_delay_s}`; after {elapsed} s of run time (step {cut_at} of "
+        f"{steps}) its time limit set (scontrol update) to {limit} min, i.e. to expire {limit * 60 - elapsed} s later",
         f"USR2 taken by submitit as a time-out ('this job is timed-out'); all ranks stopped after the same step "
         f"{stopped_at} with a committed checkpoint, submitit requeued (restarts: {restarts}), the requeued job "
         f"resumed from {Path(resumed).name if resumed else None} and finished {results[0]['steps']} steps with "
