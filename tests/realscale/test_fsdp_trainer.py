@@ -4,6 +4,7 @@ One spawned pair of processes runs, on both ranks: the trainer with replicated r
 (`grad_sync`, DDP semantics), the same trainer with every role sharded by `fsdp2_role_wrapper` (+ activation
 checkpointing), the same sharded trainer on transformers built empty whose ranks read only their shards from the
 safetensors (`weights: sharded`), and a sharded SGTS-in-phase run that is killed after a checkpoint and resumed.
+Sharded trainers share one run dir (their checkpoints are DCP folders every rank writes its shards into).
 Rank 0 writes what it measured to a file the test checks.
 """
 
@@ -81,6 +82,19 @@ def _crash_at(step: int, phase: int, metrics: dict[str, float], at: int) -> None
         raise _Crash(f"killed after generator step {step}")
 
 
+def _rows_written(checkpoint: Path, name: str, rank: int) -> int:
+    """Rows of tensor `name` that `rank` wrote into its own file of a DCP checkpoint."""
+    from torch.distributed.checkpoint.metadata import MetadataIndex
+
+    from pdmd_core.distributed_checkpoint import read_metadata_safely
+
+    metadata = read_metadata_safely(checkpoint / ".metadata")
+    chunks = metadata.state_dict_metadata[name].chunks  # type: ignore[union-attr]
+    mine = [c for c in chunks
+            if metadata.storage_data[MetadataIndex(name, c.offsets)].relative_path.startswith(f"__{rank}_")]
+    return sum(c.sizes[0] for c in mine)
+
+
 def _rank_main(rank: int, port: int, model: dict[str, Any], root: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
                       LOCAL_RANK=str(rank))
@@ -106,7 +120,8 @@ def _rank_main(rank: int, port: int, model: dict[str, Any], root: str) -> None:
         bundle = build_model("wan", cfg.model.params, torch.device("cpu"))
         sync = {"wrap_module": fsdp2_role_wrapper(ctx, activation_checkpointing=True)} if sharded else {
             "grad_sync": functools.partial(average_gradients, ctx=ctx)}
-        return Trainer(cfg, bundle, out / name / str(rank), callbacks=callbacks, progress=False, rank=rank, **sync)
+        run_dir = out / name if sharded else out / name / str(rank)  # sharded: one DCP checkpoint for all ranks
+        return Trainer(cfg, bundle, run_dir, callbacks=callbacks, progress=False, rank=rank, **sync)
 
     try:
         cfg = _config({**model, "weights": "full"})
@@ -129,7 +144,7 @@ def _rank_main(rank: int, port: int, model: dict[str, Any], root: str) -> None:
         empty_cfg = _config({**model, "weights": "sharded"})
         empty_bundle = build_model("wan", empty_cfg.model.params, torch.device("cpu"))
         report["bundle_was_empty"] = all(p.is_meta for e in empty_bundle.teacher_experts for p in e.parameters())
-        from_shards = Trainer(empty_cfg, empty_bundle, out / "from_shards" / str(rank), progress=False, rank=rank,
+        from_shards = Trainer(empty_cfg, empty_bundle, out / "from_shards", progress=False, rank=rank,
                               wrap_module=fsdp2_role_wrapper(ctx, activation_checkpointing=True))
         report["from_shards_local_rows"] = dict(from_shards.fake.experts[0].named_parameters())[
             fake_name].to_local().shape[0]
@@ -153,11 +168,11 @@ def _rank_main(rank: int, port: int, model: dict[str, Any], root: str) -> None:
         report["resumed_from"] = str(resumed.resume())
         resumed.fit()
         report["resumed"] = _flat(resumed)
-        ckpt = torch.load(out / "killed" / str(rank) / "checkpoints" / "ckpt_00000003.pt", weights_only=False)
-        report["ckpt_fake_rows"] = ckpt["fake"][0][fake_name].shape[0]
+        ckpt = out / "killed" / "checkpoints" / "ckpt_00000003.dcp"
+        report["ckpt_fake_rows"] = _rows_written(ckpt, f"fake.0.{fake_name}", rank)
         lora_name, lora_param = max(resumed.generator._owned(1), key=lambda item: item[1].shape[0])
         report["generator_rows"] = (lora_param.to_local().shape[0], lora_param.shape[0])
-        report["ckpt_generator_rows"] = ckpt["generator"][1][lora_name].shape[0]
+        report["ckpt_generator_rows"] = _rows_written(ckpt, f"generator.1.{lora_name}", rank)
         torch.save(report, out / f"report_{rank}.pt")
     finally:
         shutdown_distributed()
@@ -214,12 +229,14 @@ def test_roles_built_empty_and_read_shard_by_shard_train_exactly_like_roles_load
 
 def test_a_sharded_checkpoint_resumes_like_an_uninterrupted_run(reports):
     rank0, rank1 = reports
-    assert rank0["resumed_from"].endswith("ckpt_00000003.pt")
-    # every rank's checkpoint holds only its shard of the fake scores; the generator (export) is full on rank 0
+    assert rank0["resumed_from"].endswith("ckpt_00000003.dcp")
+    # every rank writes only its shard of the fake scores and of the generator (nothing is gathered to rank 0;
+    # export reads the DCP checkpoint directly), and the shards together are the whole tensor
     assert rank0["ckpt_fake_rows"] == rank0["shard_rows"][0]
     assert rank1["ckpt_fake_rows"] == rank1["shard_rows"][0]
-    assert rank0["ckpt_generator_rows"] == rank0["generator_rows"][1]
+    assert rank0["ckpt_generator_rows"] == rank0["generator_rows"][0]
     assert rank1["ckpt_generator_rows"] == rank1["generator_rows"][0]
+    assert rank0["ckpt_generator_rows"] + rank1["ckpt_generator_rows"] == rank0["generator_rows"][1]
     for r in reports:
         assert r["whole"].keys() == r["resumed"].keys()
         assert all(torch.equal(r["whole"][k], r["resumed"][k]) for k in r["whole"])

@@ -1,38 +1,82 @@
-"""Atomic checkpoint files: `ckpt_<step:08d>.pt` in a folder, written via temp file + fsync + rename.
+"""Checkpoints on disk: atomic single files (one process) and committed DCP folders (several ranks), one listing.
 
-- `save_checkpoint(folder, step, state, keep_last)`: the state goes to a `.tmp_ckpt_*` file in the same folder,
-  which is fsynced, renamed to its final name (atomic on POSIX) and the folder fsynced, so a crash or SIGKILL
-  mid-write never leaves a truncated checkpoint under a final name; older checkpoints beyond `keep_last` are
-  deleted only after the new one is durable.
-- `latest_checkpoint(folder) -> Path | None`, `list_checkpoints(folder)`, `load_checkpoint(path, map_location)`.
-- `remove_stale_temporaries(folder)`: delete `.tmp_ckpt_*` files a killed writer left behind (the trainer
-  calls it when it resumes; only one process writes a checkpoint folder).
+Two layouts share a run's `checkpoints/` folder and its naming (`<step>` = global generator step, 8 digits):
+
+- `ckpt_<step>.pt`: one file written by one process via temp file + fsync + rename (`save_checkpoint`), so a
+  crash or SIGKILL mid-write never leaves a truncated checkpoint under a final name. The single-process CPU tier
+  (`pdmd train`, `dvc repro`) writes these.
+- `ckpt_<step>.dcp/`: a torch.distributed.checkpoint folder written by every rank together
+  (`pdmd_core.distributed_checkpoint`) into a staging folder `.tmp_ckpt_<step>.dcp/`, which rank 0 gives its
+  commit marker `COMMITTED` and its final name once every rank has finished its part. Only a folder with its
+  final name and its marker counts; what a killed save leaves is never read and is removed by the next save.
+
+- `list_checkpoints(folder)` / `latest_checkpoint(folder)`: complete checkpoints of both kinds, by step.
+- `load_checkpoint(path)`: a single file, with `torch.load(weights_only=True)`: tensors and plain data only. A
+  file that would need to unpickle anything else (a crafted `__reduce__` payload, a class) is refused with
+  `UnsafeCheckpointError` before any of its code can run.
+- `remove_stale_temporaries(folder)`: temp files / staging folders a killed writer left behind.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-_NAME = re.compile(r"^ckpt_(\d{8,})\.pt$")
+_NAME = re.compile(r"^ckpt_(\d{8,})\.(pt|dcp)$")
 TEMP_PREFIX = ".tmp_ckpt_"
+COMMIT_MARKER = "COMMITTED"
+SHARED_FILE = "trainer.json"  # a DCP checkpoint's non-tensor state (counters, config, callbacks)
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint holds pickled objects other than tensors and plain data; loading it could run code."""
 
 
 def checkpoint_name(step: int) -> str:
     return f"ckpt_{step:08d}.pt"
 
 
-def list_checkpoints(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
+def distributed_checkpoint_name(step: int) -> str:
+    return f"ckpt_{step:08d}.dcp"
+
+
+def checkpoint_step(path: str | Path) -> int:
+    match = _NAME.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not named like a checkpoint (ckpt_<step>.pt or ckpt_<step>.dcp)")
+    return int(match.group(1))
+
+
+def is_distributed_checkpoint(path: str | Path) -> bool:
+    return Path(path).suffix == ".dcp"
+
+
+def is_committed(path: Path) -> bool:
+    """A single file is complete once it has its final name; a DCP folder once its commit marker exists."""
+    return (path / COMMIT_MARKER).is_file() if is_distributed_checkpoint(path) else path.is_file()
+
+
+def _named(folder: Path) -> list[tuple[int, Path]]:
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)))
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    """Complete checkpoints (files, and DCP folders with their commit marker), oldest step first."""
+    return [p for _, p in _named(Path(folder)) if is_committed(p)]
+
+
+def partial_checkpoints(folder: str | Path) -> list[Path]:
+    """DCP folders without a commit marker: a distributed save that did not finish on every rank."""
+    return [p for _, p in _named(Path(folder)) if is_distributed_checkpoint(p) and not is_committed(p)]
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
@@ -40,12 +84,29 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return items[-1] if items else None
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same folder, fsync, rename, fsync the folder (mode 0644,
+    like the DCP shard files beside it)."""
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def save_checkpoint(folder: str | Path, step: int, state: dict[str, Any], keep_last: int = 3) -> Path:
@@ -59,13 +120,22 @@ def save_checkpoint(folder: str | Path, step: int, state: dict[str, Any], keep_l
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     for old in list_checkpoints(folder)[:-keep_last]:
-        old.unlink(missing_ok=True)
+        remove_checkpoint(old)
     return final
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete one checkpoint of either kind (a DCP folder's marker first, so it is never half-committed)."""
+    if is_distributed_checkpoint(path):
+        (path / COMMIT_MARKER).unlink(missing_ok=True)
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
@@ -75,9 +145,50 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
         return []
     stale = sorted(p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX))
     for p in stale:
-        p.unlink(missing_ok=True)
+        if p.is_dir():  # the staging folder of a distributed save that never committed
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     return stale
 
 
+def refuse_unsafe(path: Path, err: Exception) -> UnsafeCheckpointError:
+    """The error for a checkpoint whose unpickling needs more than tensors and plain data."""
+    named = re.search(r"GLOBAL ([\w.]+)", str(err))
+    what = f"unpickling it would call `{named.group(1)}`" if named else str(err).strip().splitlines()[0][:200]
+    return UnsafeCheckpointError(
+        f"refused to load {path}: it holds pickled objects other than tensors and plain data ({what}); "
+        f"unpickling them could run arbitrary code, and pdmd checkpoints never contain such objects. Nothing from "
+        f"the file was executed. Use checkpoints written by pdmd from a source you trust.")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(Path(path), map_location=map_location, weights_only=False)
+    """A single-file checkpoint's state (tensors and plain data only; see UnsafeCheckpointError)."""
+    path = Path(path)
+    if is_distributed_checkpoint(path):
+        raise ValueError(f"{path} is a distributed (DCP) checkpoint folder; read it with "
+                         f"pdmd_core.distributed_checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise refuse_unsafe(path, err) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a pdmd checkpoint state dict")
+    return state
+
+
+def read_header(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """What a checkpoint of either layout says besides its tensors: config, phase, phase_started, global_step
+    (a single file is read whole; a DCP folder's `trainer.json` only, and only once committed)."""
+    import json
+
+    path = Path(path)
+    if not is_distributed_checkpoint(path):
+        return load_checkpoint(path, map_location)
+    if not is_committed(path):
+        raise FileNotFoundError(f"{path} has no {COMMIT_MARKER} marker: a distributed save that did not finish "
+                                f"on every rank; use an earlier checkpoint")
+    header = json.loads((path / SHARED_FILE).read_text())
+    if not isinstance(header, dict):
+        raise ValueError(f"{path / SHARED_FILE} is not a JSON object")
+    return header

@@ -101,6 +101,8 @@ class NonFiniteSpec(_Strict):
 class CheckpointSpec(_Strict):
     every: int = Field(100, ge=1, description="generator iterations between checkpoints (and at phase ends)")
     keep_last: int = Field(3, ge=1, description="checkpoints kept on disk")
+    async_save: bool = Field(False, description="distributed (DCP) checkpoints between phase ends are written in "
+                                                "the background and committed when the next save starts")
 
 
 class ModelSpec(BaseModel):

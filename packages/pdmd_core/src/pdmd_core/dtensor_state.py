@@ -1,13 +1,11 @@
-"""Checkpoint state of (possibly) sharded tensors: DTensor ↔ full tensors / this rank's shard. A leaf module
-(torch only), used by the roles, the trainer and the role-sharding glue alike.
+"""State of (possibly) sharded tensors: DTensor ↔ full tensors / this rank's shard. A leaf module (torch only),
+used by the roles, the trainer and the role-sharding glue alike.
 
-- Saving: the generator experts' tensors and their EMA are all-gathered (`gather_for_checkpoint`) and rank 0
-  keeps them full (export and `Student.from_checkpoint` read rank 0's checkpoint like an unsharded one); the
-  rest — fake scores, optimiser moments — stays sharded on every rank (`local_shards`, no communication): two
-  14B fp32 fake scores and their AdamW moments gathered into one process would not fit.
-- Loading (`as_shard_of`, `copy_into`, `shard_state_like`, `shard_optimizer_state`) turns a full tensor or this
-  rank's shard back into the parameter's DTensor without communication, so resuming needs the same number of
-  ranks.
+Checkpoints of sharded roles do not go through here: they are torch.distributed.checkpoint folders in which every
+rank writes only its shards (pdmd_core.distributed_checkpoint). What is here:
+- `gather_for_checkpoint`: full copies of DTensors (collective), e.g. to compare runs or to record a state.
+- Loading a full tensor (a single-file checkpoint of one process) into sharded roles (`as_shard_of`, `copy_into`,
+  `shard_state_like`, `shard_optimizer_state`): each rank takes its rows without communication.
 """
 
 from __future__ import annotations
@@ -35,17 +33,6 @@ def gather_for_checkpoint(state: Any, keep_full: bool | None = None) -> Any:
     return state
 
 
-def local_shards(state: Any) -> Any:
-    """Copy of `state` with every DTensor replaced by this rank's shard on the CPU. No communication."""
-    if isinstance(state, DTensor):
-        return state.to_local().detach().cpu().clone()
-    if isinstance(state, dict):
-        return {k: local_shards(v) for k, v in state.items()}
-    if isinstance(state, list | tuple):
-        return type(state)(local_shards(v) for v in state)
-    return state
-
-
 def as_shard_of(value: Tensor, template: Tensor) -> Tensor:
     """`value` (the full tensor, or this rank's shard) as a DTensor laid out like `template`; unchanged when
     `template` is not a DTensor. No communication."""
@@ -59,8 +46,7 @@ def as_shard_of(value: Tensor, template: Tensor) -> Tensor:
         return DTensor.from_local(value, template.device_mesh, template.placements, shape=template.shape,
                                   stride=template.stride())
     raise ValueError(f"checkpoint tensor of shape {tuple(value.shape)} fits neither the parameter's shape "
-                     f"{tuple(template.shape)} nor this rank's shard {tuple(local_shape)}: resume a sharded run "
-                     f"with the number of ranks that wrote it")
+                     f"{tuple(template.shape)} nor this rank's shard {tuple(local_shape)}")
 
 
 @torch.no_grad()
@@ -75,7 +61,7 @@ def shard_state_like(state: dict[str, Tensor], template: dict[str, Tensor]) -> d
 
 
 def shard_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
-    """After `optimizer.load_state_dict` of a gathered checkpoint: per-parameter moments back to DTensors."""
+    """After `optimizer.load_state_dict` of a single-file checkpoint: per-parameter moments back to DTensors."""
     for param, slots in optimizer.state.items():
         if not isinstance(param, DTensor):
             continue

@@ -79,6 +79,7 @@ def register(app: typer.Typer) -> None:
         import yaml
 
         from pdmd_core.callbacks import MetricsJsonl
+        from pdmd_core.checkpoint import UnsafeCheckpointError
         from pdmd_core.trainer import NonFiniteError, Trainer
 
         folder = run_dir or Path("runs") / config.stem
@@ -87,6 +88,9 @@ def register(app: typer.Typer) -> None:
         try:
             trainer = Trainer(cfg, _build_bundle(cfg), folder, callbacks=[MetricsJsonl(folder / "metrics.jsonl")])
             trainer.resume()
+        except UnsafeCheckpointError as err:  # a crafted checkpoint: nothing of it ran, nothing is written
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
         except (ValueError, TypeError, OSError) as err:
             typer.echo(f"invalid config {config}: {err}", err=True)
             raise typer.Exit(2) from None

@@ -14,8 +14,9 @@ What sharding needs from the loop, and how this module provides it:
   forward all-gathers and the backward reduce-scatters then match). SGTS exit steps are drawn from a generator
   shared by all ranks (`shared_draw_seed`), so one exit step holds for the whole global batch (as it does for
   a single process's batch).
-- Checkpoint state of sharded roles (gathering, local shards, loading back into DTensors) is in the leaf module
-  `pdmd_core.dtensor_state`, which the roles and the trainer use without importing each other.
+- Checkpoints of sharded roles are torch.distributed.checkpoint folders every rank writes its shards into
+  (pdmd_core.distributed_checkpoint, pdmd_core.trainer_state); loading full tensors into DTensors is in the leaf
+  module `pdmd_core.dtensor_state`, which the roles and the trainer use without importing each other.
 """
 
 from __future__ import annotations

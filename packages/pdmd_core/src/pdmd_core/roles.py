@@ -287,10 +287,14 @@ class GeneratorExperts:
     def step_velocity(self, step: int, x: Tensor, t: Tensor, cond: Conditioning | None) -> Tensor:
         return autocast_forward(self.experts[self.expert_of_step[step]], self._autocast)(x, t, cond)
 
+    def expert_tensors(self, e: int) -> dict[str, Tensor]:
+        """What training changes in expert e (full weights + buffers, or the adapter tensors), as detached views
+        of the live tensors (DTensors when sharded): what a distributed checkpoint writes and loads in place."""
+        return {n: p.detach() for n, p in self._owned(e)} | (
+            {f"buffer:{n}": b.detach() for n, b in self.experts[e].named_buffers()} if self.kind == "full" else {})
+
     def expert_state(self, e: int) -> dict[str, Tensor]:
-        return {n: p.detach().clone() for n, p in self._owned(e)} | (
-            {f"buffer:{n}": b.detach().clone() for n, b in self.experts[e].named_buffers()}
-            if self.kind == "full" else {})
+        return {n: t.clone() for n, t in self.expert_tensors(e).items()}
 
     @torch.no_grad()
     def load_expert_state(self, e: int, state: dict[str, Tensor]) -> None:

@@ -1,6 +1,7 @@
 """The distilled N-step (MoE) student as a sampler.
 
     student = Student.from_checkpoint("runs/x/checkpoints/ckpt_00000200.pt")        # builds the bundle
+    student = Student.from_checkpoint("runs/x/checkpoints/ckpt_00000200.dcp")       # a distributed checkpoint
     student = Student.from_checkpoint(path, bundle=bundle, device="cpu")             # or reuse one
     x0 = student.sample(z, cond)          # CFG 1; step i runs expert `expert_of_step[i]`
     student.expert_of_step, student.timesteps
@@ -11,6 +12,11 @@ Between steps the student uses the transport it was trained with (Euler, or x̂_
 needs `generator` for the fresh noise). With `use_ema`, a checkpoint's EMA weights replace the current
 expert's (earlier experts already hold their EMA weights since phase end). On CUDA the bundle's
 `extras["autocast_dtype"]` applies to the experts' forwards as in training (outputs back in z's dtype).
+
+Both checkpoint layouts load here: a single file (tensors and plain data only), or a committed DCP folder, of
+which only the generator experts (and their EMA) are read, each as a full tensor assembled from the ranks'
+shards (no process group needed). A model built from a checkpoint's own config must be a registered kind: a
+"package.module:function" kind would import and call whatever the file names (pass `bundle=` instead).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from pdmd_core.checkpoint import load_checkpoint
+from pdmd_core.checkpoint import UnsafeCheckpointError, is_distributed_checkpoint, read_header
 from pdmd_core.config import DistillConfig
 from pdmd_core.models.registry import ModelBundle, build_model
 from pdmd_core.protocols import Conditioning
@@ -58,22 +64,32 @@ class Student:
     @classmethod
     def from_checkpoint(cls, path: str | Path, bundle: ModelBundle | None = None,
                         device: str | torch.device = "cpu", use_ema: bool = True) -> Student:
-        state = load_checkpoint(path, device)
+        path = Path(path)
+        state = read_header(path, device)
         cfg = DistillConfig.model_validate(state["config"] | {"device": str(device)})
         if bundle is None:
-            if cfg.model is None:
-                raise ValueError(f"checkpoint {path} has no `model` section; pass bundle=")
-            bundle = build_model(cfg.model.kind, cfg.model.params, device)
+            bundle = bundle_from_checkpoint_config(cfg, path, device)
         gen = GeneratorExperts(bundle, cfg)
         materialize_modules(gen.modules(), bundle.materialize, torch.device(device))  # a bundle built empty
-        for e, sd in enumerate(state["generator"]):
-            gen.load_expert_state(e, sd)
-        if use_ema and state.get("ema") and state.get("phase_started"):
+        distributed = is_distributed_checkpoint(path)
+        if distributed:
+            from pdmd_core.distributed_checkpoint import load_tensors
+
+            experts = {str(e): gen.expert_tensors(e) for e in range(len(gen.experts))}
+            load_tensors(path, {"generator": experts}, collective=False)
+        else:
+            for e, sd in enumerate(state["generator"]):
+                gen.load_expert_state(e, sd)
+        has_ema = state["contents"]["ema"] if distributed else bool(state.get("ema"))
+        if use_ema and has_ema and state.get("phase_started"):
             gen.set_trainable(gen.experts_for_phase(int(state["phase"]), cfg.method))
             named = dict(gen.trainable_named_parameters())
-            with torch.no_grad():
-                for name, value in state["ema"].items():
-                    named[name].copy_(value)
+            if distributed:  # the EMA weights straight into the current expert's parameters
+                load_tensors(path, {"ema": {name: p.detach() for name, p in named.items()}}, collective=False)
+            else:
+                with torch.no_grad():
+                    for name, value in state["ema"].items():
+                        named[name].copy_(value)
         gen.set_trainable([])
         return cls(gen, cfg.transport, config=cfg)
 
@@ -142,3 +158,14 @@ class Student:
             v = self.generator.step_velocity(i, x, t, cond)
             x = transport_step(x, v, ts[i], ts[i + 1], self.transport, rng)
         return x
+
+
+def bundle_from_checkpoint_config(cfg: DistillConfig, path: Path, device: str | torch.device) -> ModelBundle:
+    """The model a checkpoint's config names, if it is a registered kind (never an import path from the file)."""
+    if cfg.model is None:
+        raise ValueError(f"checkpoint {path} has no `model` section; pass bundle=")
+    if ":" in cfg.model.kind:
+        raise UnsafeCheckpointError(
+            f"checkpoint {path} names model.kind = {cfg.model.kind!r}, an import path: building it would import "
+            f"and call code chosen by the file. Build the bundle from a config you trust and pass bundle=")
+    return build_model(cfg.model.kind, cfg.model.params, device)

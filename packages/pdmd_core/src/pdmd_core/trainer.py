@@ -2,9 +2,10 @@
 
 API:
     trainer = Trainer(cfg: DistillConfig, bundle: ModelBundle, run_dir, callbacks=[callback, ...],
-                      progress=True, grad_sync=None, rank=0)
+                      progress=True, grad_sync=None, rank=0, wrap_module=None, world_size=None)
     trainer.fit()                   # all phases; resumes from run_dir/checkpoints if a checkpoint exists
-    trainer.save()                  # also valid from a callback (a consistent point after an iteration)
+    trainer.save()                  # also valid from a callback (a consistent point after an iteration;
+                                    # collective when several ranks checkpoint together)
     student = trainer.student()     # or Student.from_checkpoint(path, bundle) (pdmd_core.student)
     x0 = student.sample(z, cond)    # N-step (MoE) student at CFG 1
 
@@ -27,24 +28,32 @@ and in checkpoints, up to `max_skipped`); a checkpoint is never written with non
 updates were all dropped in an iteration reports NaN loss and gradient norm for it. With several ranks (grad_sync
 or sharded roles) every rank drops the same update (see `_backward`).
 Bad re-noise intervals or a `fixed_dmd_t` outside a phase's interval fail in the constructor, before any write.
-Checkpoint files: `run_dir/checkpoints/ckpt_<global step, 8 digits>.pt` (pdmd_core.checkpoint).
+Checkpoints: `run_dir/checkpoints/ckpt_<global step, 8 digits>.pt` (one process) or `.dcp/` folders written by
+all ranks together and committed once every rank is done (pdmd_core.checkpoint, pdmd_core.distributed_checkpoint).
 
 Data-parallel training (one Trainer per rank; the caller owns the process group):
 - `grad_sync(params)` is called after every `backward()` and before gradient clipping and the optimiser step,
   for the fake score (its trainable parameters) and the generator (the current expert's), e.g. an all-reduce
   that averages `.grad` over ranks. Parameters without a gradient get a zero `.grad` first, so every rank
-  reduces the same tensors (as DDP does for unused parameters).
-- `rank` r seeds the trainer's generator (noise, prompts, re-noise t, exit steps) with `cfg.seed + 1000·r`;
-  r = 0 is the single-process behaviour. `cfg.batch_size` is the batch of one Trainer, i.e. per rank.
-  Weights are initialised from the global seed `cfg.seed` on every rank (identical replicas). A rank resuming
-  from a checkpoint written by another rank re-seeds its generator from (seed, rank, step) rather than
-  adopting the writer's stream (distinct streams; bit-identical resume holds for the writing rank).
+  reduces the same tensors (as DDP does for unused parameters; also with sharded roles or `world_size`).
+- `world_size` W (what `pdmd_pipeline.realscale.launch` passes): `cfg.batch_size` is the global batch; every
+  rank draws the global batch's prompts, noise and re-noise times from one shared stream seeded with `cfg.seed`
+  and trains on its rows [r·B/W, (r+1)·B/W). The data a run sees is then the same on any number of ranks, so a
+  run can resume on another rank count and continue the same trajectory (up to the summation order of the
+  gradient average); W = 1 draws exactly what a single process does. Checkpoints are DCP folders in the shared
+  `run_dir` (rank 0 alone should write other files there, e.g. metrics).
+- without `world_size` (each rank its own stream): `rank` r seeds the trainer's generator (noise, prompts,
+  re-noise t, exit steps) with `cfg.seed + 1000·r`; r = 0 is the single-process behaviour. `cfg.batch_size` is
+  the batch of one Trainer, i.e. per rank. A rank resuming from a checkpoint written by another rank re-seeds
+  its generator from (seed, rank, step) rather than adopting the writer's stream (distinct streams;
+  bit-identical resume holds for the writing rank).
+- Weights are initialised from the global seed `cfg.seed` on every rank (identical replicas).
 - `wrap_module(role, module) -> module` (e.g. FSDP2 `fully_shard`, realscale.distributed.fsdp2_role_wrapper)
   is applied to every role module after the roles are built and before the optimisers; roles "teacher/<i>",
   "fake/<i>", "generator/<k>" (full experts) or "generator_backbone/<i>" (LoRA). With sharded (DTensor)
   parameters pass `grad_sync=None` (FSDP reduces gradients itself); MoE routing and SGTS exit steps are then
-  kept identical across ranks, and checkpoints hold each rank's own shards plus, on rank 0, the full generator
-  experts (pdmd_core.role_sharding); a sharded run resumes with the same number of ranks. Role modules that a
+  kept identical across ranks, and every rank writes only its shards into the run's DCP checkpoints (all ranks
+  must share `run_dir`); DCP reshards on load, so the run resumes on any number of ranks. Role modules that a
   bundle built empty (meta parameters; `ModelBundle.materialize`) are filled after wrapping, so each rank
   allocates only its shards; LoRA adapters then get a seeded init (`GeneratorExperts.initialise_adapters`).
 
@@ -104,9 +113,11 @@ def _adamw(params: list[nn.Parameter], lr: float, cfg: DistillConfig) -> torch.o
 class Trainer:
     def __init__(self, cfg: DistillConfig, bundle: ModelBundle, run_dir: str | Path,
                  callbacks: Sequence[Callback] = (), progress: bool = True, grad_sync: GradSync | None = None,
-                 rank: int = 0, wrap_module: WrapModule | None = None) -> None:
+                 rank: int = 0, wrap_module: WrapModule | None = None, world_size: int | None = None) -> None:
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
             raise ValueError(f"rank must be an int >= 0, got {rank!r}")
+        self.world_size = world_size
+        self._rows = global_batch_rows(cfg.batch_size, rank, world_size)
         shape_sampler = bundle.extras.get("sample_shape_sampler")
         if shape_sampler is not None and not callable(shape_sampler):
             raise TypeError(f"bundle.extras['sample_shape_sampler'] must be callable fn(generator) -> shape, "
@@ -145,6 +156,9 @@ class Trainer:
         self.opt_fake: torch.optim.AdamW | None = None
         self.ema: EMA | None = None
         self.resumed = False  # resume() ran (fit() then does not load the checkpoint again)
+        # several ranks of one run (or sharded roles) checkpoint together through DCP; one process to one file
+        self.distributed_checkpoints = world_size is not None or self.sharded
+        self._checkpointer: Any = None
         for phase in range(cfg.num_phases):  # bad intervals / fixed_dmd_t fail here, before anything is written
             self.check_phase(phase)
 
@@ -186,13 +200,35 @@ class Trainer:
         self.phase_started = False
 
     @property
+    def shared_draws(self) -> bool:
+        """Every rank draws the global batch from one shared stream and keeps its rows (`world_size` given)."""
+        return self.world_size is not None
+
+    @property
+    def local_batch(self) -> int:
+        return self.cfg.batch_size if self._rows is None else self._rows.stop - self._rows.start
+
+    @property
     def rank_seed(self) -> int:
-        """Seed of this rank's generator: cfg.seed + 1000·rank (rank 0: cfg.seed)."""
-        return self.cfg.seed + RANK_SEED_STRIDE * self.rank
+        """Seed of this rank's generator: cfg.seed + 1000·rank (rank 0: cfg.seed); cfg.seed on every rank when
+        the ranks share the stream."""
+        return self.cfg.seed + (0 if self.shared_draws else RANK_SEED_STRIDE * self.rank)
 
     # ------------------------------------------------------------------ one iteration
     def _noise(self, shape: Sequence[int]) -> Tensor:
-        return torch.randn(tuple(shape), generator=self.rng, device=self.device)
+        """Standard normal noise for this rank's batch (shape[0] = local batch): with shared draws the global
+        batch's noise is drawn and this rank keeps its rows, so the stream advances alike on every rank."""
+        if self._rows is None:
+            return torch.randn(tuple(shape), generator=self.rng, device=self.device)
+        world = self.world_size or 1
+        full = torch.randn((shape[0] * world, *shape[1:]), generator=self.rng, device=self.device)
+        return full[shape[0] * self.rank:shape[0] * (self.rank + 1)]
+
+    def _prompts(self) -> tuple[Any, Any]:
+        cond, null = self.bundle.prompt_source.sample(self.cfg.batch_size, self.rng)
+        if self._rows is None:
+            return cond, null
+        return (None if cond is None else cond.index(self._rows)), (None if null is None else null.index(self._rows))
 
     def _sample_shape(self) -> tuple[int, ...]:
         """This batch's per-sample shape: the bundle's, or one draw of its sample_shape_sampler."""
@@ -205,16 +241,18 @@ class Trainer:
 
     def _rollout(self, grad: bool) -> tuple[Any, Any, Any]:
         shape = self._sample_shape()
-        cond, null = self.bundle.prompt_source.sample(self.cfg.batch_size, self.rng)
-        z = self._noise((self.cfg.batch_size, *shape))
+        cond, null = self._prompts()
+        z = self._noise((self.local_batch, *shape))
         res = rollout(self.generator, z, cond, self.cfg.method, self.phase, self.cfg.in_phase,
-                      self.cfg.transport, self.rng, grad, exit_rng=self._shared_exit_rng())
+                      self.cfg.transport, self.rng, grad, exit_rng=self._shared_exit_rng(),
+                      noise=self._noise if self.shared_draws else None)
         return res, cond, null
 
     def _shared_exit_rng(self) -> torch.Generator | None:
         """Sharded roles: SGTS exit steps from a generator all ranks share (every rank makes the same expert
-        calls; one exit step per global batch). Seeded from (seed, step, draw): nothing to checkpoint."""
-        if not self.sharded:
+        calls; one exit step per global batch). Seeded from (seed, step, draw): nothing to checkpoint. With shared
+        draws the trainer's own stream is already the same on every rank."""
+        if not self.sharded or self.shared_draws:
             return None
         step, draws = self._shared_draws
         draws = draws + 1 if step == self.global_step else 1
@@ -225,8 +263,10 @@ class Trainer:
         if fixed is not None:
             return torch.full((batch,), fixed, device=self.device)
         lo, hi = self.phase_interval(self.phase)
-        return sample_renoise_time(batch, lo, hi, self.cfg.shift, self.cfg.renoise_t_range, self.rng,
-                                   self.device)
+        world = 1 if self._rows is None else (self.world_size or 1)
+        t = sample_renoise_time(batch * world, lo, hi, self.cfg.shift, self.cfg.renoise_t_range, self.rng,
+                                self.device)
+        return t if self._rows is None else t[batch * self.rank:batch * (self.rank + 1)]
 
     def _finite(self, value: float, role: str, quantity: str) -> bool:
         """The non-finite guard on this iteration's value (raises, or False when the update is to be dropped)."""
@@ -254,8 +294,10 @@ class Trainer:
 
     def _sync_grads(self, params: list[nn.Parameter]) -> None:
         """Hand the role's gradients to `grad_sync` (after backward, before clipping and the step). Sharded
-        roles (FSDP reduced them in backward) get the same zero gradients, so both train alike."""
-        if self.grad_sync is None and not self.sharded:
+        roles (FSDP reduced them in backward) get the same zero gradients, so both train alike; so does a
+        data-parallel trainer of any rank count (`world_size`), so that one rank updates as several do and every
+        parameter has optimiser state (a checkpoint then reshards to any rank count)."""
+        if self.grad_sync is None and not self.sharded and not self.shared_draws:
             return
         for p in params:
             if p.grad is None:  # unused this batch here, maybe used on another rank
@@ -355,7 +397,7 @@ class Trainer:
                     bar.set_postfix(phase=self.phase, fake=f"{metrics['fake_loss']:.3g}",
                                     gen=f"{metrics['generator_loss']:.3g}")
                     if self.iter_in_phase % self.cfg.checkpoint.every == 0 and self.iter_in_phase < budget:
-                        self.save()
+                        self.save(wait=not self.cfg.checkpoint.async_save)
                 self.end_phase()
                 self.callbacks.fire("on_phase_end", self, self.phase)
                 self.phase += 1
@@ -363,6 +405,7 @@ class Trainer:
                 self.save()
         finally:
             bar.close()
+        trainer_state.finish(self)
         self.callbacks.fire("on_fit_end", self)
 
     # ------------------------------------------------------------------ state
@@ -373,12 +416,20 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return trainer_state.state_dict(self)
 
-    def save(self) -> Path:
-        """Write a checkpoint (pdmd_core.trainer_state) between the callbacks' before/after-save events."""
+    def save(self, wait: bool = True) -> Path:
+        """Write a checkpoint (pdmd_core.trainer_state) between the callbacks' before/after-save events; the
+        after-save event fires once it is durable (`wait=False` with `checkpoint.async_save`: at its commit)."""
         self.callbacks.fire("on_before_save", self)
-        path = trainer_state.save(self)
-        self.callbacks.fire("on_after_save", self, path)
-        return path
+        return trainer_state.save(self, wait, lambda path: self.callbacks.fire("on_after_save", self, path))
+
+    def checkpointer(self) -> Any:
+        """The DCP writer of this run's distributed checkpoints (it keeps an asynchronous save until commit)."""
+        if self._checkpointer is None:
+            from pdmd_core.distributed_checkpoint import DistributedCheckpointer
+
+            spec = self.cfg.checkpoint
+            self._checkpointer = DistributedCheckpointer(self.checkpoint_dir, spec.keep_last, spec.async_save)
+        return self._checkpointer
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         trainer_state.load_state_dict(self, state)
@@ -410,6 +461,18 @@ class Trainer:
             "generator": {"params": self.generator.total_parameters(), "trainable": trainable,
                           "experts": len(self.generator.experts)},
         }
+
+
+def global_batch_rows(global_batch: int, rank: int, world_size: int | None) -> slice | None:
+    """Rows of the global batch that `rank` trains on (None: no shared draws, the whole own batch)."""
+    if world_size is None:
+        return None
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1 or rank >= world_size:
+        raise ValueError(f"world_size must be an int > rank (= {rank}), got {world_size!r}")
+    if global_batch % world_size:
+        raise ValueError(f"batch_size {global_batch} (global) is not divisible by the {world_size} ranks")
+    local = global_batch // world_size
+    return slice(rank * local, (rank + 1) * local)
 
 
 def dmd_norm_by_bin(g: Tensor, t: Tensor, bins: int) -> dict[str, float]:

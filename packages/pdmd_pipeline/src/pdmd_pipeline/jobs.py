@@ -11,7 +11,8 @@ GPU) sampled beside training, the config and the student as an MLflow logged mod
 job finishes the generator iteration it is in, writes a checkpoint, and hands over to submitit, which requeues
 it; the requeued job resumes from that checkpoint (the engine restores roles, optimisers, EMA and RNG states,
 so the result equals an uninterrupted run). Metrics of steps already spooled before the interruption are not
-logged twice.
+logged twice. `StopOnSignal` is that signal handling for any job (the multi-rank real-scale job uses it too);
+`TrackingCallback`, `PreemptionCallback`, `start_tracking` are shared with it.
 """
 
 from __future__ import annotations
@@ -101,6 +102,26 @@ def make_tracker(target: TrackingTarget) -> Any:
     return Tracker(target.uri, target.run_key, Path(target.spool_root), enabled=target.enabled)
 
 
+def slurm_tags() -> dict[str, str]:
+    return {k: os.environ[v] for k, v in SLURM_ENV.items() if v in os.environ}
+
+
+def start_tracking(target: TrackingTarget, params: dict[str, Any], tags: dict[str, str] | None = None
+                   ) -> tuple[Any, set[int]]:
+    """The run's tracker, started (once over requeues) with the target's tags, the SLURM job ids and `tags`;
+    `params` (flattened) are logged the first time only; returns it with the steps whose metrics it already
+    holds (a resumed job recomputes them and must not log them again)."""
+    tracker = make_tracker(target)
+    current = {**slurm_tags(), **(tags or {})}
+    tracker.start(target.experiment, target.run_name, {**target.tags, **current}, target.parent_key)
+    ops = tracker.spool.ops()
+    if not any(op["op"] == "params" for op in ops):
+        tracker.log_params(flatten(params))
+    elif current:  # a requeued job: the current job id and restart count
+        tracker.set_tags(current)
+    return tracker, logged_steps(tracker)
+
+
 class TrackingCallback(Callback):
     """Each generator iteration's metrics (+ phase) to the run's spooled MLflow tracker, each step once: a resumed
     run recomputes the steps after its checkpoint bit-identically, and those already spooled are not logged again."""
@@ -162,13 +183,8 @@ def run_distill(job: DistillJob, stop_requested: Any = None) -> dict[str, Any]:
     cfg = job.config
     resolved = cfg.model_dump(mode="json")
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
-    tracker = make_tracker(job.tracking)
-    slurm = {k: os.environ[v] for k, v in SLURM_ENV.items() if v in os.environ}
-    tracker.start(job.tracking.experiment, job.tracking.run_name, {**job.tracking.tags, **slurm},
-                  job.tracking.parent_key)
-    already = logged_steps(tracker)
-    if not already:
-        tracker.log_params(flatten(resolved))
+    slurm = slurm_tags()
+    tracker, already = start_tracking(job.tracking, resolved)
     if not _has_op(tracker, "inputs"):
         tracker.log_inputs(list(job.tracking.inputs))
     start = time.perf_counter()
@@ -225,8 +241,8 @@ def _system_metrics(tracker: Any, interval_s: float) -> Any:
     return SystemMetricsSampler(tracker, interval_s)
 
 
-class _StopFlag:
-    """Set by a signal handler; the metric hook checks it at the next iteration boundary."""
+class StopFlag:
+    """Set by a signal handler; the pre-emption callback checks it at the next iteration boundary."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -238,33 +254,49 @@ class _StopFlag:
         return self.signum is not None
 
 
-class CheckpointableDistill(Checkpointable):
-    """A submitit Checkpointable job: on USR2 (SLURM's pre-emption / time-limit warning) or TERM (`scontrol
-    requeue`, `scancel`) it finishes the current generator iteration, writes a checkpoint and stops.
+class StopOnSignal(Checkpointable):
+    """A submitit Checkpointable job that stops cleanly on USR2 (SLURM's pre-emption / time-limit warning) or
+    TERM (`scontrol requeue`, `scancel`): `run(stop_requested, ...)` finishes the current generator iteration,
+    writes a checkpoint and raises `Preempted`.
 
-    USR2 then goes to submitit's own handler, which calls `checkpoint()` (resubmitting this same job, which
-    resumes from that checkpoint), requeues the array task and exits. After TERM, SLURM itself requeues (or
-    cancels) the task; the process exits without a result so the submitter keeps waiting for the requeued run.
+    USR2 then goes to submitit's own handler, which on the job's first task calls `checkpoint()` (resubmitting
+    this same job, which resumes from that checkpoint), requeues the job and exits; `after_handover` lets the
+    other tasks of a multi-task job wait for that. After TERM, SLURM itself requeues (or cancels) the job; the
+    process exits without a result so the submitter keeps waiting for the requeued run.
     """
 
-    def __call__(self, job: DistillJob) -> dict[str, Any]:
-        flag = _StopFlag()
+    def run(self, stop_requested: StopFlag, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def after_handover(self, flag: StopFlag) -> None:
+        """Runs after submitit's handler returned instead of exiting (tasks other than the first)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        flag = StopFlag()
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR2, signal.SIGTERM)}
         for sig in previous:
             signal.signal(sig, flag.set)
         try:
-            return run_distill(job, stop_requested=flag)
+            return self.run(flag, *args, **kwargs)
         except Preempted:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             submitit_handler = previous[signal.SIGUSR2]
             if flag.signum == signal.SIGUSR2 and callable(submitit_handler):
-                submitit_handler(signal.SIGUSR2, None)  # requeues and exits
+                submitit_handler(signal.SIGUSR2, None)  # first task: requeues and exits
+                self.after_handover(flag)
             sys.exit(128 + int(flag.signum or signal.SIGTERM))
         finally:
             for sig, handler in previous.items():
                 if signal.getsignal(sig) is flag.set:
                     signal.signal(sig, handler)
+
+
+class CheckpointableDistill(StopOnSignal):
+    """The CPU tier's arm × seed job (`run_distill`) as a StopOnSignal job (see there)."""
+
+    def run(self, stop_requested: StopFlag, job: DistillJob) -> dict[str, Any]:  # type: ignore[override]
+        return run_distill(job, stop_requested=stop_requested)
 
 
 def job_name(job: DistillJob) -> str:

@@ -84,15 +84,21 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export", rich_help_panel=PANEL)
     def export_cmd(
-        run: Path = typer.Argument(..., exists=True, help="run folder (latest checkpoint) or a checkpoint file"),
+        run: Path = typer.Argument(..., exists=True, help="run folder (latest complete checkpoint), a checkpoint "
+                                                          "file or a distributed checkpoint folder (ckpt_*.dcp)"),
         out: Path = typer.Option(..., help="export folder"),
         fmt: str = typer.Option("lora", "--format", help="lora (per-expert LoRA files) or full (transformers)"),
         use_ema: bool = typer.Option(True, help="export the EMA weights when the checkpoint has them"),
     ) -> None:
         """Export a real-scale student's experts in diffusers-loadable form (+ pdmd_export.json)."""
+        from pdmd_core.checkpoint import UnsafeCheckpointError
         from pdmd_core.realscale.export import export_student
         from pdmd_core.realscale.student_io import load_student
 
-        student, bundle, cfg = load_student(run, use_ema=use_ema)
+        try:
+            student, bundle, cfg = load_student(run, use_ema=use_ema)
+        except (UnsafeCheckpointError, FileNotFoundError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
         manifest = export_student(student.generator, bundle, cfg, out, fmt)
         typer.echo(f"exported {len(manifest.experts)} {fmt} experts -> {out}")

@@ -11,6 +11,8 @@ activation checkpointing and gradient accumulation to a global batch.
   activation checkpointing on the trainable ones).
 - `average_gradients(params, ctx)`: all-reduce mean of `.grad` (DDP semantics for modules that cannot be
   wrapped, e.g. LoRA experts switched between calls) — the trainer's grad-sync hook.
+- `any_rank(flag, ctx)`, `max_over_ranks(value, ctx)`: the same answer on every rank (an all-reduce; e.g. a stop
+  signal that reached the ranks at slightly different times, so that all ranks stop at the same iteration).
 - `accumulation_plan(global_batch, world_size, micro_batch)`: micro-steps per optimiser step.
 - `autocast(device, dtype)`: bf16 autocast on CUDA, a no-op on CPU (CPU runs stay fp32 and bit-reproducible).
 """
@@ -155,6 +157,21 @@ def average_gradients(params: Iterable[nn.Parameter], ctx: DistContext | None = 
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad.div_(ctx.world_size)
+
+
+def max_over_ranks(value: int, ctx: DistContext | None = None) -> int:
+    """The largest of every rank's `value` (collective: every rank must call it at the same point)."""
+    ctx = ctx or current_context()
+    if not ctx.distributed:
+        return int(value)
+    tensor = torch.tensor([int(value)], device=ctx.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def any_rank(flag: bool, ctx: DistContext | None = None) -> bool:
+    """Whether `flag` is set on at least one rank (collective: every rank must call it at the same point)."""
+    return bool(max_over_ranks(int(bool(flag)), ctx))
 
 
 def accumulation_plan(global_batch: int, world_size: int, micro_batch: int) -> int:

@@ -83,13 +83,22 @@ def register(app: typer.Typer) -> None:
     def train_distributed_cmd(
         config: Path = typer.Argument(..., exists=True, dir_okay=False, help="YAML run config (global batch_size)"),
         profile: Path = typer.Option(..., help="distributed SLURM profile, e.g. slurm/profiles/realscale_64xh100.yaml"),
-        run_dir: Path = typer.Option(..., help="run folder (rank 0 writes checkpoints and metrics here)"),
+        run_dir: Path = typer.Option(..., help="run folder (every rank's checkpoint shards; rank 0's metrics)"),
         wait: bool = typer.Option(True, help="block until the job ends"),
+        tracking_uri: str | None = typer.Option(None, help="MLflow tracking URI: rank 0 logs params, each step's "
+                                                            "metrics once over requeues, SLURM job ids"),
+        experiment: str = typer.Option("pdmd/realscale", help="MLflow experiment (with --tracking-uri)"),
     ) -> None:
-        """Data-parallel distillation as one SLURM job: one rank per task, gradients averaged across ranks."""
+        """Data-parallel distillation as one SLURM job (one rank per task, global batch split over the ranks),
+        requeued on pre-emption / time-out from a checkpoint all ranks committed; resumes on any rank count."""
+        from pdmd_pipeline.jobs import TrackingTarget
         from pdmd_pipeline.realscale.launch import submit_training
 
-        job = submit_training(config, run_dir, profile)
+        folder = run_dir.resolve()
+        target = None if tracking_uri is None else TrackingTarget(
+            uri=tracking_uri, experiment=experiment, run_key=f"realscale/{folder.name}", parent_key=None,
+            spool_root=str(folder / "mlflow-spool"), run_name=folder.name)
+        job = submit_training(config, run_dir, profile, tracking=target)
         typer.echo(f"submitted SLURM job {job.job_id} -> {run_dir}")
         if wait:
             job.results()

@@ -18,8 +18,9 @@ def register(app: typer.Typer) -> None:
         work: Path | None = typer.Option(None, "--work", help="Scratch folder (default: a new temp folder)."),
         scenario: list[str] = typer.Option([], "--scenario", "-s", help="Run only these (repeatable)."),
         services: bool = typer.Option(False, "--services/--no-services",
-                                      help="Also the MLflow outage and SLURM pre-emption faults (start the local "
-                                           "MLflow server and SLURM cluster; ~3-4 min)."),
+                                      help="Also the MLflow outage, SLURM pre-emption and multi-rank faults (2-task "
+                                           "jobs on the local SLURM cluster: kill during a distributed save, time "
+                                           "limit, rank-count change, export, pickle payload; ~20 min)."),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
         """Inject each fault, write the report; exit 1 if any fault was not handled as required."""
