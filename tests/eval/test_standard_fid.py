@@ -1,5 +1,6 @@
 """Paper-comparable FID: our streamed FID (PNG sample sets → torch-fidelity's Inception → our Fréchet distance)
-equals torch-fidelity's own ``calculate_metrics`` on the same images.
+equals torch-fidelity's own ``calculate_metrics`` and torchmetrics' ``FrechetInceptionDistance`` (with
+``antialias=False``, the TF-compatible resize) on the same images.
 
 No real Inception weights exist on this machine, so one random state dict of the same architecture
 (:func:`eval_helpers.random_fid_inception_weights`) is loaded by both sides. The images are shipped data:
@@ -66,7 +67,20 @@ def test_fid_equals_torch_fidelity_on_the_same_images(tmp_path, fid_weights, mon
     )["frechet_inception_distance"]
     assert ref > 0
     assert ours.mean == pytest.approx(ref, rel=1e-3)
+    assert ours.mean == pytest.approx(_torchmetrics_fid(low, high, fid_weights), rel=1e-3)
     assert ours.extras["n_samples"] == N and ours.extras["n_reference"] == N
+
+
+def _torchmetrics_fid(low: np.ndarray, high: np.ndarray, weights) -> float:  # type: ignore[no-untyped-def]
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fid = FrechetInceptionDistance(feature=2048, antialias=False, feature_extractor_weights_path=str(
+        weights / "fid" / "weights-inception-2015-12-05-6726825d.pth"))
+    for batch in np.array_split(low, 4):
+        fid.update(torch.from_numpy(batch), real=False)
+    for batch in np.array_split(high, 4):
+        fid.update(torch.from_numpy(batch), real=True)
+    return float(fid.compute())
 
 
 def test_fid_of_a_set_to_itself_is_zero_and_png_round_trip_is_exact(tmp_path, fid_weights, monkeypatch):

@@ -17,6 +17,12 @@ def smoke_preset() -> dict:
     return yaml.safe_load(SMOKE.read_text())
 
 
+def seeds_of(preset: dict, arm: str) -> list[int]:
+    """The training seeds of an arm: the preset's seeds, plus `extra_seeds` for the arms it names."""
+    extra = preset.get("extra_seeds") or {}
+    return list(preset["seeds"]) + (list(extra.get("seeds", [])) if arm in extra.get("arms", []) else [])
+
+
 def run_in(root: Path, *cmd: str, timeout: float = 300) -> str:
     """A command (dvc, git, pdmd) in the sandbox with this environment's tools; its stdout, failing loudly."""
     proc = subprocess.run(list(cmd), cwd=root, env=sandbox_env(), capture_output=True, text=True, timeout=timeout)

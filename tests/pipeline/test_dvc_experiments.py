@@ -9,7 +9,7 @@ import json
 
 import pytest
 import yaml
-from pipeline_smoke import run_in, smoke_preset
+from pipeline_smoke import run_in, seeds_of, smoke_preset
 
 from pdmd_pipeline.tracking import spools
 
@@ -69,7 +69,7 @@ def test_exp_run_temp_and_queue_keep_their_runs_and_spools(smoke_repo):
         sweep = parents[0].data.tags["sweep"]
         children = client.search_runs([exp.experiment_id], f"tags.sweep = '{sweep}' AND tags.kind = 'run'")
         assert sorted(r.info.run_name for r in children) == sorted(f"{a}/seed{s}" for a in arms
-                                                                  for s in preset["seeds"])
+                                                                  for s in seeds_of(preset, a))
         for run in children:
             assert run.data.tags["dvc_exp"] == name and run.data.tags["dvc_data_md5"] == data_md5
             steps = [m.step for m in client.get_metric_history(run.info.run_id, "generator_loss")]

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pipeline_smoke import run_in, smoke_preset
+from pipeline_smoke import run_in, seeds_of, smoke_preset
 
 from pdmd_pipeline.dvc_views import headline_metrics
 from pdmd_pipeline.infra.mlflow_server import free_port, healthy
@@ -79,12 +79,15 @@ def test_first_screen_groups_runs_by_arm_and_compare_view_lists_them(smoke_repo,
             assert match, printed
             url = match.group(1)
             assert url.startswith(f"{ui}/#/experiments/") and "workflowType=machine_learning" in url
-            runs = [f"{arm}/seed{seed}" for arm in spec["arms"] for seed in preset["seeds"]]
+            seeds = {arm: seeds_of(preset, arm) for arm in spec["arms"]}
+            runs = [f"{arm}/seed{seed}" for arm in spec["arms"] for seed in seeds[arm]]
             headline = [f"eval/{m}" for m in headline_metrics(KIND[bench])]
-            text = render(url, [f"pdmd/{bench}", "10 matching runs", *runs, *headline], tmp_path, f"runs-{bench}")
-            assert len(runs) == 10  # the count the page states: arms × seeds, the sweep's parent filtered out
+            # the count the page states: arm × seed runs (extra seeds included), the sweep's parent and the
+            # convergence runs filtered out
+            text = render(url, [f"pdmd/{bench}", f"{len(runs)} matching runs", *runs, *headline], tmp_path,
+                          f"runs-{bench}")
             for arm in spec["arms"]:  # one group per arm holding its seeds
-                assert re.search(rf"Group: {re.escape(arm)} {len(preset['seeds'])}\b", text), arm
+                assert re.search(rf"Group: {re.escape(arm)} {len(seeds[arm])}\b", text), arm
             assert "Traces 0" not in text and "GenAI apps" not in text  # the training layout, not the GenAI one
             cmp = json.loads(run_in(root, str(BIN / "pdmd"), "compare", "-b", bench, "--ui", ui, "--json"))
             assert len(cmp["run_ids"]) == len(runs)

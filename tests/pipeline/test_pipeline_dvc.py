@@ -53,6 +53,7 @@ def test_smoke_repro_runs_every_stage_and_reports_every_arm(smoke_repo):
     expected = {f"{s}@{b}" for s in STAGES for b in preset["benchmarks"]} | {"report", "toy1d"}
     assert set(lock["stages"]) == expected
     extra = preset["extra_seeds"]
+    conv_sweeps: dict[str, str] = {}
     for bench, spec in preset["benchmarks"].items():
         rows = _rows(root / "reports" / bench / "results.csv")
         assert list(rows) == ["teacher_4", "teacher_40", *spec["arms"]]
@@ -66,6 +67,7 @@ def test_smoke_repro_runs_every_stage_and_reports_every_arm(smoke_repo):
         assert rows["teacher_40"][f"{div}_low"] == "nan"  # one teacher: no interval
         conv = yaml.safe_load((root / "runs" / "convergence" / bench / "convergence.json").read_text())
         assert conv["budgets"] == [4, 8, 16]
+        conv_sweeps[bench] = conv["sweep_id"]  # its MLflow runs carry it as tag `sweep`
         assert (root / "reports" / "figures" / bench / "convergence.png").stat().st_size > 0
         claims = yaml.safe_load((root / "runs" / "claims" / f"{bench}.json").read_text())
         budget_rows = claims["convergence"]["rows"]
@@ -90,20 +92,25 @@ def test_smoke_repro_runs_every_stage_and_reports_every_arm(smoke_repo):
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     for bench, spec in preset["benchmarks"].items():
         exp = client.get_experiment_by_name(f"pdmd/{bench}")
-        sweep = json.loads((root / "runs" / "distill" / bench / "sweep.json").read_text())["sweep_id"]
-        runs = client.search_runs([exp.experiment_id], f"tags.sweep = '{sweep}'")  # other tests add sweeps
+        # other tests of this module add sweeps to the same store: select this repro's by their sweep ids
+        sweep_id = json.loads((root / "runs" / "distill" / bench / "sweep.json").read_text())["sweep_id"]
+        runs = client.search_runs([exp.experiment_id], f"tags.sweep = '{sweep_id}'")
         children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-        sweep = [r for r in children if r.data.tags.get("kind") != "convergence"]
+        assert len(runs) - len(children) == 1  # the sweep's parent
         seeds = {a: len(preset["seeds"]) + (len(extra["seeds"]) if a in extra["arms"] else 0) for a in spec["arms"]}
-        assert len(sweep) == sum(seeds.values())
-        convergence = [r for r in children if r.data.tags.get("kind") == "convergence"]
+        assert len(children) == sum(seeds.values())
+        assert {r.data.tags.get("kind") for r in children} == {"run"}
+        conv_id = conv_sweeps[bench]
+        runs = client.search_runs([exp.experiment_id], f"tags.sweep = '{conv_id}'")
+        convergence = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert len(runs) - len(convergence) == 1  # the convergence parent
+        assert {r.data.tags.get("kind") for r in convergence} == {"convergence"}
         assert sorted(r.info.run_name for r in convergence) == [
             "convergence phased_k2_sgts/it16", "convergence phased_k2_sgts/it4", "convergence phased_k2_sgts/it8",
             "convergence sgts/it16"]
         sgts = next(r for r in convergence if r.info.run_name == "convergence sgts/it16")
         div = C.metrics_for("diversity", "points" if bench == "mog2d" else "video")[0]
         assert [m.step for m in client.get_metric_history(sgts.info.run_id, f"eval/{div}")] == [4, 8, 16]
-        assert len(runs) - len(children) == 2  # the sweep's parent and the convergence parent
 
 
 class _Images(HTMLParser):
@@ -147,14 +154,20 @@ def test_dvc_metrics_plots_and_code_deps(smoke_repo, tmp_path):
     page = _Images()
     page.feed((out / "index.html").read_text())
     figures = sorted((root / "reports" / "figures").rglob("*.png"))
-    assert len(figures) == 8 and len(page.images) == len(figures)
+    common = {"convergence", "diversity_vs_fidelity", "diversity_vs_precision", "headline_metrics", "training_curves"}
+    expected = {f"{bench}/{name}.png" for bench in preset["benchmarks"]
+                for name in common | ({"motion", "samples"} if KIND[bench] == "video" else set())}
+    assert {str(f.relative_to(root / "reports" / "figures")) for f in figures} == expected
+    assert len(page.images) == len(figures)
     assert all((out / src).is_file() for src in page.images) and page.scripts == []
     # code deps: each edit marks exactly the stages that run the edited file
     assert _status(root) == set()
     edits = {
-        "packages/pdmd_core/src/pdmd_core/trainer.py": {"distill"},
-        "packages/pdmd_eval/src/pdmd_eval/metrics/diversity.py": {"evaluate", "tables", "report"},
-        "packages/pdmd_eval/src/pdmd_eval/functional/fidelity.py": {"teacher_check", "evaluate", "tables", "report"},
+        # the convergence stage trains and evaluates too
+        "packages/pdmd_core/src/pdmd_core/trainer.py": {"distill", "convergence"},
+        "packages/pdmd_eval/src/pdmd_eval/metrics/diversity.py": {"evaluate", "convergence", "tables", "report"},
+        "packages/pdmd_eval/src/pdmd_eval/functional/fidelity.py": {"teacher_check", "evaluate", "convergence",
+                                                                     "tables", "report"},
     }
     for path, stages in edits.items():
         source = root / path

@@ -175,7 +175,8 @@ def stage_convergence(params: PipelineParams, benchmark: str, layout: Layout) ->
         tracker.flush(force=True)
         shutil.rmtree(run_dir(layout, benchmark, run) / "checkpoints", ignore_errors=True)
     write_jsonl(out / "units.jsonl", units)
-    summary = {"benchmark": benchmark, "kind": kind, "seed": seed, "default_budget": params.budget(benchmark),
+    summary = {"benchmark": benchmark, "sweep_id": sweep_id, "kind": kind, "seed": seed,
+               "default_budget": params.budget(benchmark),
                "budgets": params.convergence_budgets(benchmark), "arms": params.convergence_arms(benchmark),
                "reference": ref, "metrics": evaluator.metrics + ([PER_PROMPT_FD] if evaluator.per_prompt_fd else []),
                "runs": [{"arm": r.arm, "total": r.total, "budgets": list(r.budgets)} for r in runs],

@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pdmd_pipeline.infra import mlflow_server, slurm_cluster
 
 PACKAGES = ["pdmd-core", "pdmd-eval", "torch", "torchvision", "diffusers", "transformers", "peft",
-            "mlflow", "dvc", "submitit", "open-clip-torch", "lpips", "torchmetrics"]
+            "mlflow", "dvc", "submitit", "open-clip-torch", "lpips", "torch-fidelity", "cd-fvd"]
 
 
 def package_versions() -> dict[str, str]:
