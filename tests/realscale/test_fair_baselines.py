@@ -197,3 +197,50 @@ def test_qwen_presets_state_and_use_the_pipelines_cfg_form():
         text = (PRESETS / name).read_text()
         assert yaml.safe_load(text)["teacher_cfg"]["form"] == "true_cfg"
         assert "QwenImagePipeline" in text  # the preset says which combination it uses and why
+
+
+def test_a_missing_mixture_resolution_fails_when_the_model_is_built_and_the_adapter_names_the_shapes(
+        tmp_path, tiny_wan22_i2v, wan_prompt_cache, prompts):
+    """The crash this replaces happened on a random batch mid-training; now the build names the missing grid."""
+    from safetensors.torch import save_file
+
+    from pdmd_core.protocols import Conditioning
+    from pdmd_core.realscale.wan import first_frame_condition
+
+    save_file({"i2v_condition@5x16x16": torch.zeros(len(prompts), 8, 2, 4, 4)}, str(tmp_path / "frames.safetensors"))
+    params = {"architecture": "tiny-wan2.2-i2v", "model_path": str(tiny_wan22_i2v),
+              "prompt_cache": str(wan_prompt_cache), "i2v_cache": str(tmp_path / "frames.safetensors"),
+              "resolutions": [[5, 16, 16, 0.5], [5, 16, 32, 0.5]]}
+    with pytest.raises(ValueError, match=r"training draws \[\(2, 4, 8\)\]"):
+        build_model("wan", params, "cpu")
+    cond = Conditioning(torch.zeros(1, 3, 32), extras={"i2v_condition@5x16x16": torch.zeros(1, 8, 2, 4, 4)})
+    with pytest.raises(ValueError, match=r"no i2v_condition for latents \(4, 2, 4, 8\)"):
+        first_frame_condition(cond, "i2v_condition", torch.zeros(1, 4, 2, 4, 8))
+
+
+def test_a_four_phase_wan22_student_samples_in_the_stock_pipeline_with_adapters_switched_per_step(
+        tmp_path, tiny_wan22, wan_prompt_cache, prompts):
+    """Table 6's 4-phase student has 4 experts: two share `transformer` (high noise), two `transformer_2`."""
+    from pdmd_core.realscale.export import ExportManifest, export_student
+    from pdmd_core.realscale.pipelines import load_student_pipeline
+    from pdmd_core.realscale.student_io import load_student
+    from pdmd_core.realscale.text_cache import CachedPromptEncoder
+
+    raw = {"method": "phased", "num_steps": 4, "shift": 5.0, "phases": 4, "iterations": 1, "batch_size": 1,
+           "ttur_ratio": 1, "moe_boundary_clamp": True, "generator": {"kind": "lora", "rank": 4, "alpha": 8.0},
+           "optim": {"lr_generator": 1e-2, "lr_fake": 1e-3}, "checkpoint": {"every": 100, "keep_last": 1},
+           "model": {"kind": "wan", "architecture": "tiny-wan2.2", "model_path": str(tiny_wan22),
+                     "prompt_cache": str(wan_prompt_cache), "resolution": [1, 16, 16]}}
+    run = _train(tmp_path, raw)
+    student, bundle, cfg = load_student(run)
+    manifest = export_student(student.generator, bundle, cfg, tmp_path / "export", "lora")
+    assert [e.base_subfolder for e in manifest.experts] == ["transformer"] * 2 + ["transformer_2"] * 2
+    assert manifest.timesteps[2] < ExportManifest.read(tmp_path / "export").boundary_ratio < manifest.timesteps[1]
+    pipe = load_student_pipeline(tmp_path / "export", tiny_wan22)
+    cond = CachedPromptEncoder.from_file(wan_prompt_cache).encode(prompts[:2])
+    z = torch.randn(2, *bundle.sample_shape, generator=torch.Generator().manual_seed(5))
+    own = student.sample(z, cond)
+    assert (own - pipe.generate(z, cond)).abs().max() <= 1e-5
+    # the switch matters: with step 2 run by expert 1's adapter too, the pipeline lands elsewhere
+    pipe.manifest.experts[1].name = pipe.manifest.experts[0].name
+    assert (own - pipe.generate(z, cond)).abs().max() > 1e-4

@@ -66,14 +66,15 @@ class FixedScheduleEulerScheduler(FlowMatchEulerDiscreteScheduler):
         if not config.stochastic_sampling or per_token_timesteps is not None:
             return parent.step(model_output, timestep, sample, s_churn, s_tmin, s_tmax, s_noise, generator,
                                per_token_timesteps, return_dict)
-        if self.step_index is None:
-            self._init_step_index(timestep)
-        sigma, sigma_next = self.sigmas[self.step_index], self.sigmas[self.step_index + 1]
+        me: Any = self  # the parent's attributes (step_index, sigmas), which mypy cannot see
+        if me.step_index is None:
+            me._init_step_index(timestep)
+        sigma, sigma_next = me.sigmas[me.step_index], me.sigmas[me.step_index + 1]
         sample = sample.to(torch.float32)
         x0 = sample - sigma * model_output
         noise = self._noise(sample, generator if generator is not None else self.noise_generator)
         prev_sample = ((1.0 - sigma_next) * x0 + sigma_next * noise).to(model_output.dtype)
-        self._step_index += 1
+        me._step_index += 1
         if not return_dict:
             return (prev_sample,)
         return FlowMatchEulerDiscreteSchedulerOutput(prev_sample=prev_sample)
