@@ -368,7 +368,10 @@ def readme(study: StudyParams, layout: StudyLayout, claims: list[dict[str, Any]]
               "Each paper claim on each model it applies to, once per metric that plays its role; paired (training "
               "seed × prompt) differences oriented so that > 0 favours the left arm, bootstrap 95 % CI, Wilcoxon p, "
               "and the verdict rules of `pdmd_pipeline.claims` (the CPU tier's, reports/README.md). Set-level "
-              "metrics (FID, FVD) pair on training seeds only.", "", *claims_markdown(claims),
+              "metrics (FID, FVD) pair on training seeds only.", "",
+              *(["With random weights the verdicts below exercise the rules on numbers that mean nothing; they are "
+                 "not evidence for or against the paper.", ""] if meaningless(study) else []),
+              *claims_markdown(claims),
               "### Verdict rules", "", RULES, "",
               f"ALPHA = {C.ALPHA}, MARGIN = {C.MARGIN}, MIN_UNITS = {C.MIN_UNITS}.", "",
               "## MLflow", "",
