@@ -31,8 +31,8 @@ def test_gpu_study_rehearsal_runs_every_part(tmp_path):
         r = report["preset"]["arms"][arm]
         assert "error" not in r, r.get("traceback")
         assert r["phases"] == phases and r["generator_iterations"] == 3 * phases and r["losses_finite"]
-        assert r["tflops_per_iteration"] > 0 and len(r["seconds_per_generator_iteration"]) == 3 * phases - 1
-        assert r["memory_plan_gib"]["total"] > 0
+        assert r["flops_per_iteration"] > 0 and len(r["seconds_per_generator_iteration"]) == 3 * phases - 1
+        assert r["memory_plan_gib"].keys() >= {"weights", "activations_estimate", "total"}
     assert report["preset"]["arms"]["sgts"]["transport"] == "renoise"
     sampling = report["sampling"]
     assert "error" not in sampling, sampling.get("traceback")

@@ -31,6 +31,6 @@ def test_rank0_logs_tags_params_and_each_step_once(tmp_path, tiny_wan22, wan_pro
     [run] = client.search_runs([client.get_experiment_by_name("pdmd-study/test").experiment_id])
     assert run.data.tags["arm"] == "phased" and run.data.tags["world_size"] == "1"
     assert run.data.tags["mlflow.runName"] == "m/phased/seed0" and run.info.status == "FINISHED"
-    assert run.data.params["method"] == "phased" and run.data.params["model.architecture"] == "tiny-wan2.2"
+    assert run.data.params["method"] == "phased" and run.data.params["model.params.architecture"] == "tiny-wan2.2"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "generator_loss")] == [1, 2, 3, 4]
     assert [m.value for m in client.get_metric_history(run.info.run_id, "phase")] == [0, 0, 1, 1]
