@@ -5,18 +5,26 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONHASHSEED := 0
 
-.PHONY: setup repro test lint typecheck pytest ui smoke clean-services
+.PHONY: setup system-packages repro test lint typecheck pytest ui smoke clean-services
 
+# Python only, for any user (no root): the main job needs nothing else.
 setup:
 	@bash scripts/setup.sh
+
+# What the test suite needs beyond Python: a local SLURM cluster's packages and headless Chromium (root when
+# something is missing; a no-op otherwise).
+system-packages:
+	@bash scripts/install_system_packages.sh slurm browser
 
 repro: setup
 	$(VENV)/dvc repro
 
-# ruff, then the package dependency contract (pipeline -> core, eval; core and eval independent), see pyproject.toml
+# ruff, the package dependency contract (pipeline -> core, eval; core and eval independent, see pyproject.toml),
+# and dvc.yaml's code deps against the code each stage runs (scripts/stage_code_deps.py)
 lint: setup
 	$(VENV)/ruff check .
 	$(VENV)/lint-imports
+	$(VENV)/python scripts/stage_code_deps.py --check
 
 typecheck: setup
 	$(VENV)/mypy
@@ -26,7 +34,7 @@ pytest: setup
 	@$(VENV)/pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; exit $$rc
 
-test: setup lint typecheck pytest
+test: setup system-packages lint typecheck pytest
 
 clean-services:
 	-$(VENV)/pdmd mlflow stop

@@ -109,3 +109,58 @@ def tiny_dino(v3: bool) -> DinoEmbedder:
     return DinoEmbedder(model, image_size=32)
 
 
+
+
+def random_fid_inception_weights(path, seed: int = 0):  # type: ignore[no-untyped-def]
+    """Save a random state dict of torch-fidelity's FID Inception architecture to ``path``.
+
+    Conv weights use He-normal init so activations keep an O(1) scale through the 90-odd layers (PyTorch's
+    default init shrinks them layer by layer towards float32 round-off). Both our FID and the reference
+    implementations load this one file, so they run the same network.
+    """
+    from unittest import mock
+
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    torch.manual_seed(seed)
+    with mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: None), \
+            mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None):
+        model = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def digits_uint8(lo: int, hi: int, n: int, size: int = 32) -> np.ndarray:
+    """``n`` scikit-learn digits with labels in [lo, hi] as ``N×3×size×size`` uint8 (nearest upscaling)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    pick = np.flatnonzero((data.target >= lo) & (data.target <= hi))[:n]
+    imgs = np.round(data.images[pick] / 16.0 * 255.0).astype(np.uint8)
+    big = np.kron(imgs, np.ones((size // 8, size // 8), dtype=np.uint8))
+    return np.repeat(big[:, None], 3, axis=1)
+
+
+class CountingEmbedder:
+    """Embedder stand-in (e.g. for ``clip``): per-channel mean and std of each image, 6-d. Counts the images it
+    embeds; ``sleep`` seconds per call make a run slow enough to kill; ``fail_after`` calls raise."""
+
+    name = "counting"
+
+    def __init__(self, sleep: float = 0.0, fail_after: int | None = None):
+        self.sleep, self.fail_after = sleep, fail_after
+        self.calls = self.images = 0
+
+    def __call__(self, batch):  # type: ignore[no-untyped-def]
+        import time
+
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise RuntimeError(f"injected failure after {self.calls} batches")
+        self.calls += 1
+        self.images += len(batch)
+        time.sleep(self.sleep)
+        x = torch.as_tensor(np.asarray(batch), dtype=torch.float64) / 255.0
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)

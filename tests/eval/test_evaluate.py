@@ -55,16 +55,17 @@ def test_image_set_end_to_end_with_feature_net(net):
     diverse = digits_like("phased", 0.1, seed=2)
     collapsed = digits_like("sgts", 0.1, collapsed=True, seed=3)
     assert set(default_metrics("image", True, False, True)) == {
-        "class_acc", "div_feat", "vendi_feat", "fd_teacher", "precision_teacher", "recall_teacher"
+        "class_acc", "featnet_similarity", "vendi_feat", "fd_teacher", "precision_teacher", "recall_teacher",
+        "precision_teacher_prompt", "recall_teacher_prompt",
     }
     res_d = evaluate(diverse, reference=teacher, feature_net=net, progress=False)
     res_c = evaluate(collapsed, reference=teacher, feature_net=net, progress=False)
     assert res_d["class_acc"].mean == 1.0 and res_c["class_acc"].mean == 1.0
     # collapsed arm: identical seeds -> cosine 1 and Vendi 1 for every prompt
-    np.testing.assert_allclose(res_c["div_feat"].values, 1.0, atol=1e-6)
+    np.testing.assert_allclose(res_c["featnet_similarity"].values, 1.0, atol=1e-6)
     np.testing.assert_allclose(res_c["vendi_feat"].values, 1.0, atol=1e-6)
-    assert res_d["div_feat"].mean < res_c["div_feat"].mean
-    assert res_d["div_feat"].keys == [0, 1, 2] and res_d["div_feat"].unit == "prompt"
+    assert res_d["featnet_similarity"].mean < res_c["featnet_similarity"].mean
+    assert res_d["featnet_similarity"].keys == [0, 1, 2] and res_d["featnet_similarity"].unit == "prompt"
     assert res_d["fd_teacher"].mean < res_c["fd_teacher"].mean
     cmp = compare(res_d["vendi_feat"], res_c["vendi_feat"])
     assert cmp.n == 3 and cmp.mean_diff > 0
@@ -130,10 +131,44 @@ def test_points_metrics_from_meta_extras():
             pts.append(centers[2 * pid + seed % 2] + rng.normal(0, 0.2, 2))
     s = SampleSet(np.asarray(pts, dtype=np.float32), records([0, 1], range(8)), "points", "mog2d", extras)
     res = evaluate(s, reference=s, progress=False)
-    assert {"modes_covered", "mode_balance", "near_mode", "mode_adherence", "div_points", "fd_teacher"} <= set(res)
+    expected = {"modes_covered", "mode_balance", "near_mode", "mode_adherence", "pairwise_distance", "fd_teacher"}
+    assert expected <= set(res)
     assert res["modes_covered"].mean == 1.0 and res["mode_balance"].mean == pytest.approx(1.0)
     assert res["mode_adherence"].mean == 1.0 and res["near_mode"].mean > 0.9
     assert res["fd_teacher"].mean == pytest.approx(0.0, abs=1e-9)
+
+
+def _two_prompt_points(centres, method, seeds=8, spread=0.1, seed=0):
+    """Points: prompt p's seeds scattered around centres[p]."""
+    rng = np.random.default_rng(seed)
+    pts = [np.asarray(centres[p]) + rng.normal(0, spread, 2) for p in (0, 1) for _ in range(seeds)]
+    return SampleSet(np.asarray(pts, dtype=np.float32), records([0, 1], range(seeds), method), "points", "two")
+
+
+def test_per_prompt_knn_counts_a_sample_of_the_wrong_prompt_as_a_miss():
+    """A student that draws prompt 0's samples where the teacher puts prompt 1's (and vice versa) lies on the
+    teacher's pooled manifold (pooled precision and recall 1) but on neither prompt's own (per-prompt 0)."""
+    teacher = _two_prompt_points([[0.0, 0.0], [10.0, 0.0]], "teacher", seed=1)
+    # the teacher's own points with the prompts exchanged: the pooled sets are identical
+    swapped = SampleSet(np.concatenate([teacher.samples[8:], teacher.samples[:8]]), teacher.records, "points", "two")
+    names = ["precision_teacher", "recall_teacher", "precision_teacher_prompt", "recall_teacher_prompt"]
+    res = evaluate(swapped, reference=teacher, metrics=names, progress=False)
+    assert res["precision_teacher"].mean == 1.0 and res["recall_teacher"].mean == 1.0
+    assert res["precision_teacher_prompt"].values.tolist() == [0.0, 0.0]
+    assert res["recall_teacher_prompt"].values.tolist() == [0.0, 0.0]
+    assert res["recall_teacher_prompt"].keys == [0, 1] and res["recall_teacher_prompt"].unit == "prompt"
+    same = evaluate(teacher, reference=teacher, metrics=names[2:], progress=False)
+    assert same["precision_teacher_prompt"].mean == 1.0 and same["recall_teacher_prompt"].mean == 1.0
+    # half of one prompt's samples collapse onto one point far from the teacher: precision 0.5 there, and the
+    # student's own manifold (k = 3 of 8 points) still reaches every teacher sample of that prompt
+    pts = teacher.samples.copy()
+    pts[:4] = [30.0, 30.0]
+    partial = SampleSet(pts, records([0, 1], range(8), "partial"), "points", "two")
+    res = evaluate(partial, reference=teacher, metrics=names[2:], progress=False)
+    assert res["precision_teacher_prompt"].values.tolist() == [0.5, 1.0]
+    few = _two_prompt_points([[0.0, 0.0], [10.0, 0.0]], "few", seeds=3)
+    with pytest.raises(ValueError, match="k=3 need more than k"):
+        evaluate(few, reference=teacher, metrics=["recall_teacher_prompt"], progress=False)
 
 
 def test_missing_weights_raise_clear_errors(tmp_path, monkeypatch):
@@ -171,7 +206,7 @@ def test_dino_loads_from_the_weights_folder(tmp_path, monkeypatch):
 def test_missing_inputs_and_wrong_kinds_are_errors(net):
     s = digits_like("x", 0.1)
     with pytest.raises(ValueError, match="feature net"):
-        evaluate(s, metrics=["div_feat"], progress=False)
+        evaluate(s, metrics=["featnet_similarity"], progress=False)
     with pytest.raises(ValueError, match="reference"):
         evaluate(s, metrics=["fd_teacher"], feature_net=net, progress=False)
     with pytest.raises(ValueError, match="do not apply"):
@@ -181,8 +216,9 @@ def test_missing_inputs_and_wrong_kinds_are_errors(net):
 
 
 def test_results_round_trip_through_json(tmp_path, net):
-    res = evaluate(digits_like("x", 0.1), feature_net=net, metrics=["div_feat", "class_acc"], progress=False)
+    res = evaluate(digits_like("x", 0.1), feature_net=net, metrics=["featnet_similarity", "class_acc"], progress=False)
     save_results(res, tmp_path / "r.json", label="x")
     info, back = load_results(tmp_path / "r.json")
     assert info == {"label": "x"}
-    assert back["div_feat"].mean == res["div_feat"].mean and back["class_acc"].keys == res["class_acc"].keys
+    assert back["featnet_similarity"].mean == res["featnet_similarity"].mean
+    assert back["class_acc"].keys == res["class_acc"].keys

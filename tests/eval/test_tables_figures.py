@@ -3,7 +3,15 @@ import csv
 import numpy as np
 from eval_helpers import records
 
-from pdmd_eval.figures import diversity_fidelity_scatter, motion_bars, sample_grid, video_strip, write_gif
+from pdmd_eval.figures import (
+    convergence_curves,
+    diversity_fidelity_scatter,
+    motion_bars,
+    sample_grid,
+    tile,
+    video_strip,
+    write_gif,
+)
 from pdmd_eval.registry import DOWN, UP, MetricResult
 from pdmd_eval.samples import SampleSet
 from pdmd_eval.tables import Row, format_cell, to_latex, to_markdown, write_tables
@@ -75,3 +83,57 @@ def test_figures_are_written(tmp_path):
 
     img = Image.open(gif)
     assert img.n_frames == 5 and img.size == (16, 16)
+
+
+def test_sample_grid_fits_one_screen_with_arms_as_columns(tmp_path):
+    """11 arms × 10 prompts × 16 seeds of 8×8 digits: 4 prompt rows, one column per arm, well inside 1920×1080."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    arms = {f"arm_{i:02d}_long_name": SampleSet(rng.random((160, 1, 8, 8)).astype(np.float32),
+                                                records(range(10), range(16), f"a{i}"), "image") for i in range(11)}
+    img = Image.open(sample_grid(arms, tmp_path / "grid.png"))
+    assert img.size[0] <= 1920 and img.size[1] <= 1080
+    assert img.size[0] > 2 * img.size[1]  # wide: arms across, a few prompts down
+
+
+def test_tile_lays_out_row_major_with_gaps():
+    x = np.stack([np.full((1, 2, 2), v, dtype=np.float32) for v in (0.0, 0.25, 0.5)])
+    out = tile(x, 2, 2)
+    assert out.shape == (1, 5, 5)
+    assert out[0, 0, 0] == 0.0 and out[0, 0, 3] == 0.25 and out[0, 3, 0] == 0.5 and out[0, 4, 4] == 1.0
+    assert (out[0, 2, :] == 1.0).all()  # the white gap row
+
+
+def test_motion_bars_are_horizontal_with_one_label_per_bar(tmp_path, monkeypatch):
+    """Long arm names on the y axis, one per bar: their text boxes do not overlap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    captured = {}
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        captured["boxes"] = [t.get_window_extent() for t in ax.get_yticklabels()]
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    names = ["teacher_4", "teacher_40", "dmd", "dmd_full", "sgts", "phased_k2_sgts", "phased_k4"]
+    bars = {n: _res("flow_mag", UP, 0.3 + 0.02 * i, 0.28 + 0.02 * i, 0.32 + 0.02 * i) for i, n in enumerate(names)}
+    motion_bars(bars, tmp_path / "motion.png", teacher="teacher_40")
+    boxes = captured["boxes"]
+    assert len(boxes) == len(names)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close("all")
+
+
+def test_convergence_curves_written(tmp_path):
+    panels = {"diversity: x ↓": {"dmd": {32: 0.9, 120: 0.95, 480: 0.96}, "sgts": {32: 0.8, 120: 0.85, 480: 0.86}},
+              "fidelity: fd ↓": {"dmd": {32: 3.0, 120: 2.0, 480: 1.9}}}
+    refs = {"diversity: x ↓": {"teacher_40": 0.9, "teacher_4": 0.95}}
+    path = convergence_curves(panels, tmp_path / "conv.png", refs, default=120, title="t")
+    assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"

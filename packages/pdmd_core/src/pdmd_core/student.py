@@ -4,6 +4,8 @@
     student = Student.from_checkpoint(path, bundle=bundle, device="cpu")             # or reuse one
     x0 = student.sample(z, cond)          # CFG 1; step i runs expert `expert_of_step[i]`
     student.expert_of_step, student.timesteps
+    student.save_export("run/student")                     # the student alone: its experts' weights + manifest
+    student = Student.from_export("run/student")           # (LoRA: adapter tensors only; full: every weight)
 
 Between steps the student uses the transport it was trained with (Euler, or x̂_0 + fresh noise, which then
 needs `generator` for the fresh noise). With `use_ema`, a checkpoint's EMA weights replace the current
@@ -13,6 +15,7 @@ expert's (earlier experts already hold their EMA weights since phase end). On CU
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -26,12 +29,17 @@ from pdmd_core.role_sharding import materialize_modules
 from pdmd_core.roles import EMA, GeneratorExperts
 from pdmd_core.rollout import transport_step
 
+EXPORT_WEIGHTS = "student.safetensors"
+EXPORT_MANIFEST = "student.json"
+
 
 class Student:
-    def __init__(self, generator: GeneratorExperts, transport: str = "euler", ema: EMA | None = None) -> None:
+    def __init__(self, generator: GeneratorExperts, transport: str = "euler", ema: EMA | None = None,
+                 config: DistillConfig | None = None) -> None:
         self.generator = generator
         self.transport = transport
         self.ema = ema  # when given, its weights are swapped in for the duration of each sample() call
+        self.config = config  # the run's config (from_checkpoint / from_export): what save_export records
 
     @property
     def timesteps(self) -> list[float]:
@@ -67,7 +75,50 @@ class Student:
                 for name, value in state["ema"].items():
                     named[name].copy_(value)
         gen.set_trainable([])
-        return cls(gen, cfg.transport)
+        return cls(gen, cfg.transport, config=cfg)
+
+    def save_export(self, folder: str | Path) -> Path:
+        """Write the student alone: `student.safetensors` (expert k's trainable weights as `expert<k>/<name>`)
+        and `student.json` (the run config, step times, expert of each step, transport). A small folder that
+        `from_export` turns back into the same sampler, given the teacher the config names (or `bundle=`)."""
+        from safetensors.torch import save_file
+
+        if self.config is None:
+            raise ValueError("this student has no run config (build it with from_checkpoint or from_export)")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"expert{e}/{name}": value.contiguous()
+                   for e in range(len(self.generator.experts))
+                   for name, value in self.generator.expert_state(e).items()}
+        save_file(tensors, str(folder / EXPORT_WEIGHTS))
+        manifest = {"config": self.config.model_dump(mode="json"), "timesteps": self.timesteps,
+                    "expert_of_step": self.expert_of_step, "transport": self.transport,
+                    "experts": len(self.generator.experts)}
+        (folder / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=1))
+        return folder
+
+    @classmethod
+    def from_export(cls, folder: str | Path, bundle: ModelBundle | None = None,
+                    device: str | torch.device = "cpu") -> Student:
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / EXPORT_MANIFEST).is_file():
+            raise FileNotFoundError(f"{folder} is not a student export: {EXPORT_MANIFEST} is missing")
+        manifest = json.loads((folder / EXPORT_MANIFEST).read_text())
+        cfg = DistillConfig.model_validate(manifest["config"] | {"device": str(device)})
+        if bundle is None:
+            if cfg.model is None:
+                raise ValueError(f"export {folder} has no `model` section; pass bundle=")
+            bundle = build_model(cfg.model.kind, cfg.model.params, device)
+        gen = GeneratorExperts(bundle, cfg)
+        materialize_modules(gen.modules(), bundle.materialize, torch.device(device))
+        tensors = load_file(str(folder / EXPORT_WEIGHTS), device=str(device))
+        for e in range(manifest["experts"]):
+            prefix = f"expert{e}/"
+            gen.load_expert_state(e, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        gen.set_trainable([])
+        return cls(gen, manifest["transport"], config=cfg)
 
     @torch.no_grad()
     def sample(self, z: Tensor, cond: Conditioning | None = None,

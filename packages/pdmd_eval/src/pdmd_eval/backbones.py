@@ -3,7 +3,9 @@
 Each wrapper takes an already built model, so tests can pass random-weight networks (``pretrained=None``,
 ``from_config``); the ``load_*`` functions build the real ones from local weights (see
 :mod:`pdmd_eval.weights`) and raise :class:`~pdmd_eval.weights.MissingWeightsError` when they are absent.
-Inputs are float tensors ``N×C×H×W`` in [0, 1]; one-channel images are repeated to RGB.
+Inputs are float tensors ``N×C×H×W`` in [0, 1] (uint8 is accepted and divided by 255); one-channel images are
+repeated to RGB. Every wrapper has ``to(device)``; inputs are moved to the model's device and outputs come back
+on the CPU, so callers never deal with devices. ``pdmd eval`` puts them on CUDA when it is present.
 """
 
 from __future__ import annotations
@@ -19,6 +21,25 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+def model_device(model: Any) -> Any:
+    """Device of a module's first parameter (CPU for parameter-free modules)."""
+    import torch
+
+    param = next(iter(model.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def unit_float(batch: Any, device: Any = None) -> Any:
+    """A tensor (or numpy array) batch as float32 in [0, 1] on ``device``: uint8 is divided by 255 there, so
+    only bytes travel to the GPU."""
+    import numpy as np
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
+    x = x.to(device) if device is not None else x
+    return x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32)
+
+
 def to_rgb(batch: Any) -> Any:
     if batch.shape[1] == 1:
         return batch.expand(-1, 3, -1, -1)
@@ -32,11 +53,11 @@ def prepare(batch: Any, size: int | None, mean: Sequence[float], std: Sequence[f
     import torch
     import torch.nn.functional as F
 
-    x = to_rgb(batch.to(torch.float32))
+    x = to_rgb(unit_float(batch))
     if size is not None and tuple(x.shape[-2:]) != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s
 
 
@@ -53,8 +74,13 @@ class ClipEmbedder:
         import torch
 
         with torch.no_grad():
-            emb = self.model.encode_image(prepare(batch, self.image_size, CLIP_MEAN, CLIP_STD))
-        return torch.nn.functional.normalize(emb, dim=-1)
+            x = unit_float(batch, model_device(self.model))
+            emb = self.model.encode_image(prepare(x, self.image_size, CLIP_MEAN, CLIP_STD))
+        return torch.nn.functional.normalize(emb.float(), dim=-1).cpu()
+
+    def to(self, device: Any) -> ClipEmbedder:
+        self.model.to(device)
+        return self
 
     def embed_texts(self, texts: Sequence[str]) -> Any:
         import torch
@@ -62,8 +88,8 @@ class ClipEmbedder:
         if self.tokenizer is None:
             raise ValueError("this ClipEmbedder has no tokenizer; pass one to embed texts (CLIP score)")
         with torch.no_grad():
-            emb = self.model.encode_text(self.tokenizer(list(texts)))
-        return torch.nn.functional.normalize(emb, dim=-1)
+            emb = self.model.encode_text(self.tokenizer(list(texts)).to(model_device(self.model)))
+        return torch.nn.functional.normalize(emb.float(), dim=-1).cpu()
 
 
 def load_clip(arch: str = "ViT-B-32", tag: str = "laion2b_s34b_b79k") -> ClipEmbedder:
@@ -86,8 +112,13 @@ class DinoEmbedder:
         import torch
 
         with torch.no_grad():
-            out = self.model(pixel_values=prepare(batch, self.image_size, IMAGENET_MEAN, IMAGENET_STD))
-        return torch.nn.functional.normalize(out.pooler_output, dim=-1)
+            x = unit_float(batch, model_device(self.model))
+            out = self.model(pixel_values=prepare(x, self.image_size, IMAGENET_MEAN, IMAGENET_STD))
+        return torch.nn.functional.normalize(out.pooler_output.float(), dim=-1).cpu()
+
+    def to(self, device: Any) -> DinoEmbedder:
+        self.model.to(device)
+        return self
 
 
 DINO_DEFAULT = "facebook/dinov2-small"
@@ -135,10 +166,9 @@ class LpipsDistance:
         self.min_size = min_size
 
     def _prep(self, batch: Any) -> Any:
-        import torch
         import torch.nn.functional as F
 
-        x = to_rgb(batch.to(torch.float32))
+        x = to_rgb(unit_float(batch, model_device(self.model)))
         h, w = x.shape[-2:]
         if min(h, w) < self.min_size:
             scale = self.min_size / min(h, w)
@@ -150,7 +180,11 @@ class LpipsDistance:
         import torch
 
         with torch.no_grad():
-            return self.model(self._prep(a), self._prep(b)).reshape(-1)
+            return self.model(self._prep(a), self._prep(b)).reshape(-1).float().cpu()
+
+    def to(self, device: Any) -> LpipsDistance:
+        self.model.to(device)
+        return self
 
 
 def build_lpips(backbone_state: dict | None) -> Any:
@@ -187,7 +221,8 @@ def load_lpips(min_size: int = 64) -> LpipsDistance:
 
 
 class InceptionFeatures:
-    """torchvision Inception-v3 2048-d pool features (not the TF-FID graph: values are not comparable to papers)."""
+    """torchvision Inception-v3 2048-d pool features for the CPU tier's ``fd_*`` metrics (not the TF-FID graph:
+    values are not comparable to papers; :mod:`pdmd_eval.standard` has the paper-comparable FID network)."""
 
     def __init__(self, model: Any):
         import torch
@@ -199,7 +234,12 @@ class InceptionFeatures:
         import torch
 
         with torch.no_grad():
-            return self.model(prepare(batch, 299, IMAGENET_MEAN, IMAGENET_STD))
+            x = unit_float(batch, model_device(self.model))
+            return self.model(prepare(x, 299, IMAGENET_MEAN, IMAGENET_STD)).float().cpu()
+
+    def to(self, device: Any) -> InceptionFeatures:
+        self.model.to(device)
+        return self
 
 
 def load_inception() -> InceptionFeatures:

@@ -1,9 +1,14 @@
 """`pdmd` commands contributed by pdmd_eval (registered through the `pdmd.commands` entry point).
 
-    pdmd eval SAMPLES [--reference TEACHER_SAMPLES] [--metrics div_feat,fd_teacher] [--feature-net NET.pt2]
-              [--real REAL_SAMPLES] [--fd-extractor feature_net] --out DIR
+    pdmd eval SAMPLES [--reference TEACHER_SAMPLES] [--metrics featnet_similarity,fd_teacher | table2 | table3]
+              [--feature-net NET.pt2] [--real REAL_SAMPLES] [--fd-extractor feature_net] [--device auto]
+              [--cache-dir DIR | --no-cache] [--raft-iters 20] [--flow-max-side PX] [--fid-frames 16] --out DIR
     pdmd tables DIR_OR_RESULTS_JSON... --out DIR [--stem table] [--baseline LABEL]
     pdmd metrics [--kind image]
+
+Sample sets of either layout (media files or the float32 array) are opened lazily. Per-sample results of the
+paper-protocol metrics are cached under ``OUT/cache`` (default): run the same command again after a crash or a
+kill and it continues where it stopped. ``results.json`` records what was computed and what was reused.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
+from pdmd_eval.context import DINOV3_DEFAULT
 
 PANEL = "Evaluation"
 
@@ -40,30 +47,47 @@ def eval_command(
     batch_size: int = typer.Option(32, help="Batch size for feature networks."),
     label: str | None = typer.Option(None, help="Row label in tables (default: the manifest's method)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    device: str = typer.Option("auto", help="cpu | cuda | auto (CUDA when present)."),
+    cache_dir: Path | None = typer.Option(None, help="Per-sample result cache (default OUT/cache)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Keep per-sample results in memory only."),
+    raft_iters: int = typer.Option(20, help="RAFT iterations (optical_flow_raft, dynamic_degree_vbench)."),
+    flow_max_side: int | None = typer.Option(None, help="Resize frames for RAFT to this longer side (default native)."),
+    fid_frames: int = typer.Option(16, help="Frames per video for FID, evenly spaced (0 = all)."),
+    fvd_frames: int = typer.Option(16, help="Frames per clip for I3D FVD, evenly spaced (0 = all)."),
+    dinov3_model: str = typer.Option(DINOV3_DEFAULT, help="Hugging Face id of the DINOv3 model."),
 ) -> None:
     """Evaluate a sample set; writes OUT/results.json and OUT/eval.{md,csv,tex}."""
+    from pdmd_eval.cache import FeatureCache
+    from pdmd_eval.context import ProtocolOptions
     from pdmd_eval.evaluate import evaluate, save_results
     from pdmd_eval.features import load_feature_net
-    from pdmd_eval.samples import load_sample_set
+    from pdmd_eval.reader import open_sample_set
     from pdmd_eval.tables import Row, to_markdown, write_tables
 
-    sample_set = load_sample_set(samples)
+    sample_set = open_sample_set(samples)
+    protocol = ProtocolOptions(raft_iters=raft_iters, flow_max_side=flow_max_side, fid_frames=fid_frames or None,
+                               fvd_frames=fvd_frames or None, dinov3_model=dinov3_model)
+    cache = FeatureCache(None if no_cache else (cache_dir or out / "cache"))
     results = evaluate(
         sample_set,
-        reference=load_sample_set(reference) if reference else None,
+        reference=open_sample_set(reference) if reference else None,
         metrics=_split(metrics),
         feature_net=load_feature_net(feature_net) if feature_net else None,
-        real=load_sample_set(real) if real else None,
+        real=open_sample_set(real) if real else None,
         fd_extractor=fd_extractor,
         knn_k=knn_k,
         batch_size=batch_size,
         progress=progress,
+        device=device,
+        cache=cache,
+        protocol=protocol,
     )
     row_label = label or sample_set.method
     save_results(
         results, out / RESULTS_FILE, label=row_label, samples=str(samples),
         reference=str(reference) if reference else None, feature_net=str(feature_net) if feature_net else None,
-        kind=sample_set.kind, benchmark=sample_set.benchmark, n=len(sample_set),
+        kind=sample_set.kind, benchmark=sample_set.benchmark, n=len(sample_set), storage=sample_set.storage,
+        protocol=protocol.__dict__, cache=str(cache.root) if cache.root else None, cache_stats=cache.stats,
     )
     rows = [Row(row_label, results)]
     write_tables(rows, out, "eval")

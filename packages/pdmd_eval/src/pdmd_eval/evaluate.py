@@ -1,7 +1,12 @@
 """Top-level API: evaluate a sample set with named metrics; compare arms; save/load results as JSON.
 
->>> results = evaluate(student, reference=teacher, metrics=["div_feat", "fd_teacher"], feature_net=net)
->>> results["div_feat"].mean, results["div_feat"].low, results["div_feat"].high
+>>> results = evaluate(student, reference=teacher, metrics=["featnet_similarity", "fd_teacher"], feature_net=net)
+>>> results["featnet_similarity"].mean, results["featnet_similarity"].low, results["featnet_similarity"].high
+
+Paper scale (lazy readers, CUDA when present, resumable with a cache folder):
+
+>>> arm, base = open_sample_set("samples/phased"), open_sample_set("samples/base40")
+>>> results = evaluate(arm, reference=base, metrics=["table2"], device="auto", cache_dir="eval/phased/cache")
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from pdmd_eval.context import EvalContext
+from pdmd_eval.cache import FeatureCache
+from pdmd_eval.context import EvalContext, ProtocolOptions
 from pdmd_eval.features import FeatureNet
-from pdmd_eval.registry import PRETRAINED, MetricResult, available_metrics, get_metric
+from pdmd_eval.reader import SampleReader
+from pdmd_eval.registry import PRETRAINED, MetricResult, available_metrics, expand_metric_names, get_metric
 from pdmd_eval.samples import SampleSet
 from pdmd_eval.stats import PairedComparison, paired_comparison
 
@@ -43,30 +50,37 @@ def default_metrics(
 
 
 def evaluate(
-    sample_set: SampleSet,
-    reference: SampleSet | None = None,
+    sample_set: SampleSet | SampleReader,
+    reference: SampleSet | SampleReader | None = None,
     metrics: Sequence[str] | None = None,
     feature_net: FeatureNet | None = None,
-    real: SampleSet | np.ndarray | None = None,
+    real: SampleSet | SampleReader | np.ndarray | None = None,
     models: dict[str, Any] | None = None,
     fd_extractor: str = "feature_net",
     knn_k: int = 3,
     batch_size: int = 32,
     confidence: float = 0.95,
     progress: bool = True,
+    device: str = "cpu",
+    cache: FeatureCache | str | Path | None = None,
+    protocol: ProtocolOptions | None = None,
 ) -> dict[str, MetricResult]:
-    """Compute ``metrics`` (names from the registry; None = :func:`default_metrics`) on ``sample_set``.
+    """Compute ``metrics`` (names or presets ``table2``/``table3`` from the registry; None =
+    :func:`default_metrics`) on ``sample_set`` (in memory or a lazy :class:`~pdmd_eval.reader.SampleReader`).
 
     ``reference`` is the teacher's sample set on the same prompts/seeds, ``real`` real data (a sample set or an
-    array in the sample layout), ``models`` ready-built networks (``lpips``/``clip``/``dino``/``inception``/
-    ``raft``), otherwise loaded from local weights when a metric needs them.
+    array in the sample layout), ``models`` ready-built networks (keys of
+    :data:`~pdmd_eval.registry.PRETRAINED`), otherwise loaded from local weights when a metric needs them.
+    ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when present). ``cache``: a folder (or a
+    :class:`~pdmd_eval.cache.FeatureCache`) for per-sample results, so a killed evaluation resumes;
+    ``protocol``: the paper-protocol settings (:class:`~pdmd_eval.context.ProtocolOptions`).
     """
     if reference is not None and reference.kind != sample_set.kind:
         raise ValueError(f"reference kind {reference.kind!r} differs from the samples' kind {sample_set.kind!r}")
-    real_arr = real.samples if isinstance(real, SampleSet) else real
+    real_arr = real.samples if isinstance(real, SampleSet | SampleReader) else real
     models = dict(models or {})
     if metrics is not None:
-        names = list(metrics)
+        names = expand_metric_names(list(metrics))
     else:
         has = (reference is not None, real_arr is not None, feature_net is not None)
         names = default_metrics(sample_set.kind, *has, list(models), fd_extractor)
@@ -74,8 +88,10 @@ def evaluate(
     bad = [m.name for m in chosen if sample_set.kind not in m.kinds]
     if bad:
         raise ValueError(f"metrics {bad} do not apply to {sample_set.kind!r} sample sets")
+    feature_cache = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
     ctx = EvalContext(
-        sample_set, reference, real_arr, feature_net, models, fd_extractor, knn_k, batch_size, confidence, progress
+        sample_set, reference, real_arr, feature_net, models, fd_extractor, knn_k, batch_size, confidence, progress,
+        device, feature_cache, protocol or ProtocolOptions(),
     )
     return {m.name: m.compute(ctx) for m in chosen}
 

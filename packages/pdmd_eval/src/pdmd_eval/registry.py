@@ -6,7 +6,13 @@ flow magnitude, classifier hit), ``pair`` (one per (prompt, seed) matched with t
 (a single number, e.g. Fréchet distance: no CI, ``low``/``high`` are NaN).
 
 Needs: ``reference`` (teacher sample set, same prompts/seeds), ``real`` (real data), ``feature_net`` (a
-``.pt2`` net), and pretrained models ``lpips``, ``clip``, ``dino``, ``inception``, ``raft``.
+``.pt2`` net), and pretrained models ``lpips``, ``clip``, ``dino`` (DINOv2 default), ``inception`` (torchvision,
+CPU tier), ``raft`` (RAFT-small), and for the paper protocol ``raft_large``, ``dinov3``, ``fid_inception``
+(torch-fidelity's FID network) and ``i3d`` (cd-fvd's Kinetics-400 I3D).
+
+Presets (:data:`PRESETS`, usable wherever metric names are given, e.g. ``pdmd eval --metrics table2``):
+``table2`` = the paper's Table 2 columns (motion and fidelity to the base model's outputs) and ``table3`` = its
+Table 3 columns (within-prompt diversity), plus the CLIP similarity the study reports beside them.
 """
 
 from __future__ import annotations
@@ -24,7 +30,11 @@ if TYPE_CHECKING:
 
 UP, DOWN = "↑", "↓"
 UNITS = ("prompt", "sample", "pair", "set")
-PRETRAINED = ("lpips", "clip", "dino", "inception", "raft")
+PRETRAINED = ("lpips", "clip", "dino", "inception", "raft", "raft_large", "dinov3", "fid_inception", "i3d")
+PRESETS: dict[str, tuple[str, ...]] = {
+    "table2": ("optical_flow_raft", "dynamic_degree_vbench", "fid_teacher", "fvd_i3d_teacher"),
+    "table3": ("dino_similarity", "lpips_distance", "clip_similarity"),
+}
 NEEDS = ("reference", "real", "feature_net", *PRETRAINED)
 
 
@@ -132,6 +142,16 @@ def get_metric(name: str) -> Metric:
     if name not in REGISTRY:
         raise KeyError(f"unknown metric {name!r}; available: {sorted(REGISTRY)}")
     return REGISTRY[name]
+
+
+def expand_metric_names(names: Sequence[str]) -> list[str]:
+    """Metric names with presets (``table2``, ``table3``) replaced by their members, duplicates dropped."""
+    out: list[str] = []
+    for name in names:
+        for member in PRESETS.get(name, (name,)):
+            if member not in out:
+                out.append(member)
+    return out
 
 
 def available_metrics(kind: str | None = None) -> list[Metric]:

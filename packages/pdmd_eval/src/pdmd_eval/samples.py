@@ -1,6 +1,15 @@
 """Sample sets: the on-disk format every metric consumes.
 
-A sample set is a folder with
+Two layouts share one manifest and one reader (:func:`pdmd_eval.reader.open_sample_set`):
+
+- **media** (``meta.json`` has ``"storage": "media"``): one PNG / MP4 per sample, uint8, written one sample at a
+  time by :class:`pdmd_eval.writer.SampleSetWriter` and read lazily; for sets that do not fit in memory
+  (paper-scale videos). ``save_sample_set(s, folder, storage="media")`` writes an in-memory set this way.
+- **array** (the original layout, below): one float32 array file, loaded whole by :func:`load_sample_set`.
+
+:func:`load_sample_set` reads both into an in-memory :class:`SampleSet` (media pixels become ``k / 255``).
+
+An array sample set is a folder with
 
 - ``samples.safetensors``: key ``samples``, float32. Images ``N×C×H×W`` in [0, 1], videos ``N×T×C×H×W`` in
   [0, 1], low-dimensional points ``N×D`` (raw coordinates).
@@ -20,7 +29,7 @@ import json
 from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -102,8 +111,7 @@ class SampleSet:
 
     @property
     def method(self) -> str:
-        methods = sorted({r.method for r in self.records})
-        return methods[0] if len(methods) == 1 else "+".join(methods)
+        return method_of(self.records)
 
     def subset(self, indices: Sequence[int]) -> SampleSet:
         idx = list(indices)
@@ -136,12 +144,32 @@ def validate(sample_set: SampleSet) -> None:
         raise SampleSetError(f"duplicate (prompt_id, seed) {dup}: each pair must appear once")
 
 
-def save_sample_set(sample_set: SampleSet, folder: str | Path, previews: bool = False) -> Path:
-    """Write the folder format; ``previews=True`` also writes PNGs (images) or GIFs (videos)."""
+def save_sample_set(
+    sample_set: SampleSet, folder: str | Path, previews: bool = False, storage: str = "array", **media: Any
+) -> Path:
+    """Write the folder format; ``previews=True`` also writes PNGs (images) or GIFs (videos).
+
+    ``storage="media"`` writes PNG / MP4 files instead of the float32 array (pixels rounded to uint8; ``media``
+    keyword arguments ``fps`` and ``quality`` go to :class:`pdmd_eval.writer.SampleSetWriter`). Points sets are
+    always arrays.
+    """
     from safetensors.numpy import save_file
 
     validate(sample_set)
     out = Path(folder)
+    if storage == "media":
+        from pdmd_eval.writer import SampleSetWriter
+
+        with SampleSetWriter(out, sample_set.kind, sample_set.benchmark, sample_set.extras, **media) as writer:
+            for rec, sample in zip(sample_set.records, sample_set.samples, strict=True):
+                writer.append(rec, sample)
+        if previews:
+            from pdmd_eval.figures import write_previews
+
+            write_previews(sample_set, out / "previews")
+        return out
+    if storage != "array":
+        raise SampleSetError(f"storage={storage!r} must be 'array' or 'media'")
     out.mkdir(parents=True, exist_ok=True)
     save_file({"samples": np.ascontiguousarray(sample_set.samples)}, str(out / SAMPLES_FILE))
     with open(out / MANIFEST_FILE, "w") as fh:
@@ -161,6 +189,11 @@ def load_sample_set(folder: str | Path) -> SampleSet:
     from safetensors.numpy import load_file
 
     src = Path(folder)
+    meta_path = src / META_FILE
+    if meta_path.is_file() and json.loads(meta_path.read_text()).get("storage") == "media":
+        from pdmd_eval.reader import open_sample_set
+
+        return open_sample_set(src).to_sample_set()
     for name in (SAMPLES_FILE, MANIFEST_FILE, META_FILE):
         if not (src / name).is_file():
             needed = f"{SAMPLES_FILE}, {MANIFEST_FILE}, {META_FILE}"
@@ -193,7 +226,19 @@ def load_sample_set(folder: str | Path) -> SampleSet:
         raise SampleSetError(f"{src}: {err}") from err
 
 
-def group_by_prompt(sample_set: SampleSet) -> dict[Hashable, list[int]]:
+class HasRecords(Protocol):
+    """Anything with a manifest: :class:`SampleSet` or :class:`pdmd_eval.reader.SampleReader`."""
+
+    records: list[SampleRecord]
+
+
+def method_of(records: Sequence[SampleRecord]) -> str:
+    """The set's method name: the records' one method, or the sorted methods joined by '+'."""
+    methods = sorted({r.method for r in records})
+    return methods[0] if len(methods) == 1 else "+".join(methods)
+
+
+def group_by_prompt(sample_set: HasRecords) -> dict[Hashable, list[int]]:
     """Indices of the samples of each prompt, prompts in first-seen order, seeds sorted within a prompt."""
     groups: dict[Hashable, list[int]] = {}
     for i, rec in enumerate(sample_set.records):
@@ -201,7 +246,7 @@ def group_by_prompt(sample_set: SampleSet) -> dict[Hashable, list[int]]:
     return {pid: sorted(idx, key=lambda i: sample_set.records[i].seed) for pid, idx in groups.items()}
 
 
-def pair_indices(a: SampleSet, b: SampleSet, require_all: bool = False) -> tuple[list[int], list[int]]:
+def pair_indices(a: HasRecords, b: HasRecords, require_all: bool = False) -> tuple[list[int], list[int]]:
     """Indices ``(ia, ib)`` such that ``a[ia[k]]`` and ``b[ib[k]]`` share ``(prompt_id, seed)``.
 
     ``require_all=True`` raises if any sample of ``a`` has no partner in ``b``. Raises if nothing matches.

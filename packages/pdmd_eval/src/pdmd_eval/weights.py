@@ -9,8 +9,15 @@ Set ``PDMD_WEIGHTS_DIR`` (default ``~/.cache/pdmd/weights``). Expected layout::
       hf/<org>--<name>/               a Hugging Face model folder (config.json + weights), e.g.
                                       hf/facebook--dinov2-small/ ; alternatively the model may sit in the
                                       Hugging Face cache (HF_HOME / HF_HUB_CACHE), read with local_files_only
-      raft/raft_small.pth             torchvision RAFT state dict (raft/raft_large.pth for the large model)
-      inception/inception_v3.pth      torchvision Inception-v3 ImageNet state dict (FD features)
+      raft/raft_small.pth             torchvision RAFT-small state dict (flow_mag_raft, CPU tier)
+      raft/raft_large.pth             torchvision RAFT-large state dict, Raft_Large_Weights.C_T_V2 (Chairs + Things,
+                                      as VBench's raft-things): optical_flow_raft, dynamic_degree_vbench
+      inception/inception_v3.pth      torchvision Inception-v3 ImageNet state dict (CPU-tier FD features)
+      fid/weights-inception-2015-12-05-6726825d.pth
+                                      torch-fidelity's FID Inception (TF 2015-12-05 graph): fid_teacher
+      i3d/i3d_pretrained_400.pt       I3D Kinetics-400 state dict as cd-fvd / TATS ship it: fvd_i3d_teacher
+      hf/facebook--dinov3-vitb16-pretrain-lvd1689m/
+                                      DINOv3 ViT-B/16 (dino_similarity; another id with --dinov3-model)
 
 Any missing file raises :class:`MissingWeightsError`, which names the model and the exact path to provide.
 """

@@ -10,7 +10,15 @@ Modules (one job each):
                 failing job's log path.
 - `tracking`  — MLflow runs through a write-ahead spool (JSONL) so that an unreachable server loses nothing;
                 `replay` pushes spooled records once the server is back.
-- `claims`    — the paper's claims as paired comparisons and the verdict rules (fixed before any result).
-- `stages`    — one function per DVC stage (data, teacher, distill, sample, evaluate, tables, report).
+- `claims`    — the paper's claims as data (paired comparisons, coverage twins, metric roles per sample kind)
+                and the verdict rules as functions (seed-clustered intervals, artefact flag, budget directions).
+- `stages/`   — one module per DVC stage (toy1d, data, teacher, teacher_check, distill, sample, evaluate; tables and
+                report in `report`), each importing only what it runs (dvc.yaml's code deps are their import
+                closures).
+- `convergence` — the convergence stage (the claims' arms at several budgets, one seed) and its summary/figure.
+- `report`    — the tables stage (tables, figures, claim outcomes) and the report stage (reports/README.md).
+- `changes`   — which verdicts changed since reports/verdicts_before.json, and why.
+- `system_metrics` — CPU / memory / GPU metrics of a job, sampled into its spool.
+- `compare`   — `pdmd compare`: arms side by side (means, CIs over seeds) and the MLflow UI addresses.
 - `commands`  — `pdmd stage ...`, `pdmd launch`, `pdmd pipeline sandbox`, `pdmd mlflow ui|replay`.
 """

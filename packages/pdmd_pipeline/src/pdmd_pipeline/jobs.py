@@ -2,7 +2,10 @@
 
 `run_distill(job)` is a plain module-level function, so both executors can ship it (a local worker process or a
 SLURM array task). Outputs in `job.run_dir`: `checkpoints/` (the engine's atomic checkpoints; the newest one is
-the trained student), `config.yaml` (the resolved DistillConfig) and `result.json`.
+the trained student), `metrics.jsonl` (every iteration's metrics), `student/` (the student alone: its experts'
+weights and a manifest, `Student.from_export`), `config.yaml` (the resolved DistillConfig) and `result.json`.
+To MLflow (spooled): params, tags, the dataset inputs, every iteration's metrics, system metrics (CPU, memory,
+GPU) sampled beside training, the config and the student as an MLflow logged model.
 
 `CheckpointableDistill` is what the SLURM executor submits: on SLURM's pre-emption/time-limit signal (USR2) the
 job finishes the generator iteration it is in, writes a checkpoint, and hands over to submitit, which requeues
@@ -25,14 +28,16 @@ from typing import Any
 import yaml
 from submitit.helpers import Checkpointable
 
-from pdmd_core.callbacks import Callback
+from pdmd_core.callbacks import Callback, MetricsJsonl
 from pdmd_core.config import DistillConfig
+from pdmd_pipeline.layout import RUN_METRICS_FILE
 
 RESULT_FILE = "result.json"
 # Recorded as run tags and in result.json, so a sweep shows which SLURM array task ran each arm × seed.
 SLURM_ENV = {"slurm_job_id": "SLURM_JOB_ID", "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
              "slurm_array_task_id": "SLURM_ARRAY_TASK_ID", "slurm_restart_count": "SLURM_RESTART_COUNT"}
 CONFIG_FILE = "config.yaml"
+STUDENT_DIR = "student"
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class TrackingTarget:
     run_name: str
     tags: dict[str, str] = field(default_factory=dict)
     enabled: bool = True
+    inputs: tuple[dict[str, str], ...] = ()  # dataset inputs (Tracker.log_inputs), logged once per run
+    system_metrics_s: float = 5.0  # sampling interval of CPU/memory/GPU metrics; 0 turns them off
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class DistillJob:
     tracking: TrackingTarget
     threads: int = 1
     progress: bool = False
+    snapshots: tuple[int, ...] = ()  # generator iterations at which to keep the student (`snapshots/`)
 
 
 class Preempted(RuntimeError):
@@ -76,7 +84,15 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def logged_steps(tracker: Any) -> set[int]:
-    return {int(op["step"]) for op in tracker.spool.ops() if op["op"] == "metrics"}
+    """Training steps already spooled (system metrics count their own steps and are not among them)."""
+    from pdmd_pipeline.system_metrics import PREFIX
+
+    return {int(op["step"]) for op in tracker.spool.ops()
+            if op["op"] == "metrics" and not all(k.startswith(PREFIX) for k in op["metrics"])}
+
+
+def _has_op(tracker: Any, name: str) -> bool:
+    return any(op["op"] == name for op in tracker.spool.ops())
 
 
 def make_tracker(target: TrackingTarget) -> Any:
@@ -95,6 +111,27 @@ class TrackingCallback(Callback):
     def on_iteration_end(self, trainer: Any, step: int, phase: int, metrics: dict[str, float]) -> None:
         if step not in self.already:
             self.tracker.log_metrics({**metrics, "phase": float(phase)}, step)
+
+
+SNAPSHOT_DIR = "snapshots"
+SNAPSHOT_KEYS = ("format", "config", "phase", "phase_started", "global_step", "generator", "ema")
+
+
+class StudentSnapshots(Callback):
+    """At the given generator iterations, the student as it is then (generator experts, EMA, config) in
+    `snapshots/ckpt_<step>.pt`, readable by `Student.from_checkpoint`. With a constant learning rate the student
+    at iteration b of a longer single-phase run is the one a b-iteration run ends with, so one long run gives the
+    students of every shorter budget (a K-phase run does not: its phases split the whole budget)."""
+
+    def __init__(self, folder: Path, steps: tuple[int, ...]) -> None:
+        self.folder, self.steps = folder, set(steps)
+
+    def on_iteration_end(self, trainer: Any, step: int, phase: int, metrics: dict[str, float]) -> None:
+        if step in self.steps:
+            from pdmd_core.checkpoint import save_checkpoint
+
+            state = trainer.state_dict()
+            save_checkpoint(self.folder, step, {k: state[k] for k in SNAPSHOT_KEYS}, keep_last=len(self.steps))
 
 
 class PreemptionCallback(Callback):
@@ -132,16 +169,21 @@ def run_distill(job: DistillJob, stop_requested: Any = None) -> dict[str, Any]:
     already = logged_steps(tracker)
     if not already:
         tracker.log_params(flatten(resolved))
+    if not _has_op(tracker, "inputs"):
+        tracker.log_inputs(list(job.tracking.inputs))
     start = time.perf_counter()
     assert cfg.model is not None, "the pipeline always sets `model`"
     bundle = build_model(cfg.model.kind, cfg.model.params, cfg.device)
-    callbacks: list[Callback] = [TrackingCallback(tracker, already)]
+    callbacks: list[Callback] = [TrackingCallback(tracker, already), MetricsJsonl(run_dir / RUN_METRICS_FILE)]
+    if job.snapshots:
+        callbacks.append(StudentSnapshots(run_dir / SNAPSHOT_DIR, job.snapshots))
     if stop_requested is not None:
         callbacks.append(PreemptionCallback(stop_requested, f"{job.arm}/seed{job.seed}",
                                             lambda: tracker.flush(force=True)))
     trainer = Trainer(cfg, bundle, run_dir, callbacks=callbacks, progress=job.progress)
     try:
-        trainer.fit()
+        with _system_metrics(tracker, job.tracking.system_metrics_s):
+            trainer.fit()
     except Preempted:
         raise
     except BaseException:
@@ -149,13 +191,38 @@ def run_distill(job: DistillJob, stop_requested: Any = None) -> dict[str, Any]:
         raise
     seconds = time.perf_counter() - start
     checkpoint = trainer.save()
+    student = export_student(checkpoint, bundle, run_dir / STUDENT_DIR)
     result = {"benchmark": job.benchmark, "arm": job.arm, "seed": job.seed, "checkpoint": str(checkpoint),
-              "train_seconds": seconds, "run_key": job.tracking.run_key, "steps": trainer.global_step, "slurm": slurm}
+              "student": str(student), "train_seconds": seconds, "run_key": job.tracking.run_key,
+              "steps": trainer.global_step, "slurm": slurm}
     (run_dir / RESULT_FILE).write_text(json.dumps(result, indent=2))
     tracker.log_metrics({"train_seconds": seconds}, trainer.global_step)
     tracker.log_artifact(run_dir / CONFIG_FILE)
+    tracker.log_model(student, f"student-{job.arm}-seed{job.seed}", model_type="pdmd-student",
+                      params={"method": cfg.method, "phases": cfg.num_phases, "steps": cfg.num_steps,
+                              "generator": cfg.generator.kind},
+                      tags={"arm": job.arm, "seed": job.seed, "benchmark": job.benchmark,
+                            "load": "pdmd_core.student.Student.from_export(folder)"},
+                      step=trainer.global_step)
     tracker.end("FINISHED")
     return result
+
+
+def export_student(checkpoint: Path, bundle: Any, folder: Path) -> Path:
+    """The trained student (EMA weights, as the sample stage uses it) written alone to `folder`."""
+    from pdmd_core.student import Student
+
+    return Student.from_checkpoint(checkpoint, bundle=bundle).save_export(folder)
+
+
+def _system_metrics(tracker: Any, interval_s: float) -> Any:
+    import contextlib
+
+    if interval_s <= 0 or not tracker.enabled:
+        return contextlib.nullcontext()
+    from pdmd_pipeline.system_metrics import SystemMetricsSampler
+
+    return SystemMetricsSampler(tracker, interval_s)
 
 
 class _StopFlag:

@@ -5,7 +5,10 @@ Shape (every key documented in params.yaml itself):
     executor: local | slurm          slurm_profile: slurm/profiles/<name>.yaml
     local_parallel: 2                torch_threads: 1          tracking_uri: null
     seeds: [0, 1, 2]                 iterations: 300           # generator iterations per run, all arms
+    extra_seeds: {seeds: [3, 4], arms: [...]}                   # more training seeds for some arms
     eval: {seeds_per_prompt, teacher_steps, confidence}
+    convergence: {arms, seed, multiples}                        # the convergence stage (budget multiples)
+    toy1d: {config, overrides}                                  # the Fig. 2 toy stage
     distill: {...}                   # DistillConfig fields shared by every arm and benchmark
     arms: {name: {...}}              # DistillConfig overrides that make an arm (method, phases, ablation)
     benchmarks: {name: {config, teacher, enforce_bar, arms, distill}}
@@ -60,6 +63,34 @@ class BenchmarkParams(_Strict):
     iterations: int | None = Field(None, ge=1, description="per-benchmark generator budget (default: top level)")
 
 
+class ExtraSeeds(_Strict):
+    seeds: list[int] = Field(default_factory=list, description="training seeds added to `seeds` for `arms`")
+    arms: list[str] = Field(default_factory=list, description="the arms that run the extra seeds")
+
+
+HEADLINE_ARMS = ["dmd", "dmd_full", "sgts", "phased_k2_sgts", "phased_k4"]
+
+
+class ConvergenceParams(_Strict):
+    arms: list[str] | None = Field(None, description="arms trained at several budgets (those a benchmark runs); "
+                                                   "null: the headline arms HEADLINE_ARMS that are defined")
+    seed: int = Field(0, description="the one training seed of the convergence runs")
+    multiples: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0],
+                                   description="budgets as multiples of the benchmark's generator budget")
+
+    @field_validator("multiples")
+    @classmethod
+    def _multiples(cls, v: list[float]) -> list[float]:
+        if not v or any(m <= 0 for m in v) or 1.0 not in v:
+            raise ValueError(f"multiples must be positive and include 1 (the default budget), got {v}")
+        return sorted(set(v))
+
+
+class Toy1dParams(_Strict):
+    config: str = Field("experiments/benchmarks/toy1d.yaml", description="toy1d benchmark config (Fig. 2)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="overrides of that config ({} for none)")
+
+
 class PipelineParams(_Strict):
     executor: Literal["local", "slurm"] = "local"
     slurm_profile: str = "slurm/profiles/local.yaml"
@@ -68,7 +99,10 @@ class PipelineParams(_Strict):
     tracking_uri: str | None = Field(None, description="MLflow URI; null: $MLFLOW_TRACKING_URI or the local store")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     iterations: int = Field(300, ge=1, description="generator iterations per run (the same for every arm)")
+    extra_seeds: ExtraSeeds = Field(default_factory=lambda: ExtraSeeds.model_validate({}))
     eval: EvalParams = Field(default_factory=lambda: EvalParams.model_validate({}))
+    convergence: ConvergenceParams = Field(default_factory=lambda: ConvergenceParams.model_validate({}))
+    toy1d: Toy1dParams = Field(default_factory=lambda: Toy1dParams.model_validate({}))
     distill: dict[str, Any] = Field(default_factory=dict)
     arms: dict[str, dict[str, Any]]
     benchmarks: dict[str, BenchmarkParams]
@@ -87,6 +121,16 @@ class PipelineParams(_Strict):
             if unknown:
                 raise ValueError(f"benchmarks.{name}.arms lists {unknown}, which are not defined under `arms` "
                                  f"(defined: {sorted(self.arms)})")
+        for key, arms in (("extra_seeds.arms", self.extra_seeds.arms),
+                          ("convergence.arms", self.convergence.arms or [])):
+            unknown = [a for a in arms if a not in self.arms]
+            if unknown:
+                raise ValueError(f"{key} lists {unknown}, which are not defined under `arms` "
+                                 f"(defined: {sorted(self.arms)})")
+        repeated = sorted(set(self.extra_seeds.seeds) & set(self.seeds))
+        if repeated or len(set(self.extra_seeds.seeds)) != len(self.extra_seeds.seeds):
+            raise ValueError(f"extra_seeds.seeds {self.extra_seeds.seeds} must be distinct and not in seeds "
+                             f"{self.seeds}")
         for arm in self.arms:
             if arm.startswith(TEACHER_REFERENCE_PREFIX):
                 raise ValueError(f"arm name {arm!r} is reserved: names starting with "
@@ -101,6 +145,29 @@ class PipelineParams(_Strict):
     def budget(self, benchmark: str) -> int:
         own = self.benchmark(benchmark).iterations
         return own if own is not None else self.iterations
+
+    def seeds_for(self, arm: str) -> list[int]:
+        """Training seeds of one arm: `seeds`, plus `extra_seeds.seeds` when the arm is in `extra_seeds.arms`."""
+        return self.seeds + (self.extra_seeds.seeds if arm in self.extra_seeds.arms else [])
+
+    def all_seeds(self) -> list[int]:
+        return self.seeds + self.extra_seeds.seeds
+
+    def convergence_arms(self, benchmark: str) -> list[str]:
+        arms = self.convergence.arms if self.convergence.arms is not None else HEADLINE_ARMS
+        return [a for a in arms if a in self.benchmark(benchmark).arms]
+
+    def convergence_budgets(self, benchmark: str) -> list[int]:
+        """Generator budgets of the convergence runs: each multiple × the benchmark's budget, rounded to a multiple
+        of every convergence arm's phase count (a K-phase arm splits its budget evenly over K phases)."""
+        import math
+
+        step = 1
+        for arm in self.convergence_arms(benchmark):
+            cfg = resolve_run_config(self, benchmark, arm, self.convergence.seed, model={"kind": "validation-only"})
+            step = math.lcm(step, cfg.num_phases)
+        budget = self.budget(benchmark)
+        return sorted({max(step, round(m * budget / step) * step) for m in self.convergence.multiples})
 
 
 class ParamsError(ValueError):
@@ -155,8 +222,9 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_run_config(params: PipelineParams, benchmark: str, arm: str, seed: int,
-                       model: dict[str, Any]) -> DistillConfig:
-    """The DistillConfig of one arm × seed, validated (raises the config's own error on a bad field)."""
+                       model: dict[str, Any], budget: int | None = None) -> DistillConfig:
+    """The DistillConfig of one arm × seed, validated (raises the config's own error on a bad field). `budget`
+    (default: the benchmark's) is the run's total generator iterations, split evenly over its phases."""
     from pdmd_core.config import config_from_dict
 
     bench = params.benchmark(benchmark)
@@ -167,7 +235,7 @@ def resolve_run_config(params: PipelineParams, benchmark: str, arm: str, seed: i
     merged["model"] = model
     cfg = config_from_dict(merged, source=f"{benchmark}/{arm}")
     phases = cfg.num_phases
-    budget = params.budget(benchmark)
+    budget = budget if budget is not None else params.budget(benchmark)
     if budget % phases:
         raise ParamsError(f"iterations={budget} for benchmark {benchmark!r} is not divisible by the {phases} "
                           f"phases of arm {arm!r}: every arm must get the same generator budget")

@@ -1,7 +1,8 @@
 """A fresh git + DVC repository holding the pipeline files and a preset as its params.yaml.
 
 Used by `pdmd pipeline sandbox` (e.g. `make smoke`, CI) and by the tests: `dvc repro` there exercises the real
-dvc.yaml without touching the project's own params.yaml, dvc.lock or reports.
+dvc.yaml without touching the project's own params.yaml, dvc.lock or reports. The packages' sources are copied
+too, because dvc.yaml lists them as each stage's code deps (the stages themselves run the installed packages).
 
 A study preset (a params file with a top-level `study` key, e.g. experiments/presets/realscale_smoke.yaml) becomes
 the sandbox's experiments/realscale/params.yaml and `dvc repro` runs experiments/realscale/dvc.yaml; the CPU tier's
@@ -27,8 +28,11 @@ import yaml
 
 from pdmd_core.paths import project_root
 
-PIPELINE_FILES = ("dvc.yaml", ".dvcignore")
-PIPELINE_DIRS = ("experiments", "slurm")
+PIPELINE_FILES = ("dvc.yaml", ".dvcignore", "reports/verdicts_before.json")  # + the report stage's reference
+PIPELINE_DIRS = ("experiments", "slurm", "packages")
+NOT_COPIED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache")
+# DVC passes these to stage commands; a sandbox run from inside another DVC stage must not inherit them
+DVC_STAGE_ENV = ("DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV")
 STUDY_PARAMS = Path("experiments") / "realscale" / "params.yaml"
 STUDY_PIPELINE = "experiments/realscale/dvc.yaml"
 LOOPBACK = ("127.0.0.1", "localhost")
@@ -48,6 +52,8 @@ def _git(root: Path, *args: str) -> None:
 def sandbox_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PDMD_PROJECT_ROOT", None)
+    for name in DVC_STAGE_ENV:
+        env.pop(name, None)
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")  # `pdmd` and `dvc` of this environment
@@ -67,12 +73,13 @@ def make_sandbox(preset: Path, folder: Path | None = None, overrides: dict[str, 
     study = is_study(params)
     for name in PIPELINE_FILES:
         if (source / name).exists() and not (study and name == "dvc.yaml"):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / name, root / name)
     for name in PIPELINE_DIRS:
         if (source / name).is_dir():
-            shutil.copytree(source / name, root / name, dirs_exist_ok=True)
+            shutil.copytree(source / name, root / name, dirs_exist_ok=True, ignore=NOT_COPIED)
     (root / (STUDY_PARAMS if study else Path("params.yaml"))).write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / ".gitignore").write_text("/.pdmd/\n/mlflow.db\n/mlruns/\n")
+    (root / ".gitignore").write_text("/.pdmd/\n/mlflow.db\n/mlruns/\n__pycache__/\n*.egg-info/\n")
     _git(root, "init", "-q")
     _git(root, "config", "user.email", "sandbox@pdmd.local")
     _git(root, "config", "user.name", "pdmd sandbox")

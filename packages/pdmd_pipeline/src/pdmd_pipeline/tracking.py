@@ -11,8 +11,14 @@ died between sending and moving the cursor. A file lock serialises concurrent fl
 Runs are named by a stable key (`<benchmark>/<sweep>/<arm>/seed<k>`), not by MLflow's run id, so a run created
 while the server was down is still addressable by later stages; its id is recorded in `state.json` once known.
 
-Tracking URI: the configured value, else `$MLFLOW_TRACKING_URI`, else `sqlite:///<project>/mlflow.db` with
-artifacts under `<project>/mlruns` (both ignored by git).
+Beyond params, tags and metrics the spool carries the dataset inputs of a run (`log_inputs`, with the DVC md5
+as digest), MLflow 3 logged models (a folder of student weights; created once, its id kept in state.json so a
+replay never duplicates it) and experiment tags (model-training kind, the saved runs view, the description).
+
+Tracking URI: the configured value, else `$MLFLOW_TRACKING_URI`, else `sqlite:///<state root>/mlflow.db` with
+artifacts under `<state root>/mlruns` (both ignored by git); the spool lives in `<state root>/.pdmd/`. The state
+root is the project, or, inside `dvc exp run` (whose stages run in a temporary copy that DVC deletes afterwards),
+the repository DVC runs the experiment for (`$DVC_ROOT`), so runs and spools outlive the temporary workspace.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import fcntl
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +37,9 @@ from typing import Any
 from pdmd_core.paths import project_root
 
 STATE_DIRNAME = ".pdmd"  # pdmd_core.paths.state_dir, without creating it
+# MLflow's experiment kind: 3.x UIs open a "custom_model_development" experiment on its training runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 SPOOL_DIRNAME = "mlflow-spool"
 OPS_FILE = "ops.jsonl"
 STATE_FILE = "state.json"
@@ -40,22 +50,38 @@ PERMANENT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "
                          "INVALID_STATE", "BAD_REQUEST"}
 
 
+def state_root(root: Path | None = None) -> Path:
+    """Where the local MLflow store and the spool live: `$DVC_ROOT` when DVC runs this process as a stage (in
+    `dvc exp run --temp/--queue` that is the real repository, not the temporary copy the stage runs in), else the
+    project root."""
+    dvc_root = os.environ.get("DVC_ROOT")
+    if dvc_root and Path(dvc_root).is_dir():
+        return Path(dvc_root).resolve()
+    return (root or project_root()).resolve()
+
+
+def dvc_experiment_tags() -> dict[str, str]:
+    """The DVC experiment a stage runs for (set by `dvc exp run`), as run tags; empty under plain `dvc repro`."""
+    names = {"dvc_exp": "DVC_EXP_NAME", "dvc_exp_baseline": "DVC_EXP_BASELINE_REV"}
+    return {tag: os.environ[var] for tag, var in names.items() if os.environ.get(var)}
+
+
 def resolve_tracking_uri(configured: str | None = None, root: Path | None = None) -> str:
     if configured:
         return configured
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return f"sqlite:///{(root or project_root()) / 'mlflow.db'}"
+    return f"sqlite:///{state_root(root) / 'mlflow.db'}"
 
 
 def local_artifact_root(root: Path | None = None) -> Path:
-    return (root or project_root()) / "mlruns"
+    return state_root(root) / "mlruns"
 
 
 def default_spool_root(root: Path | None = None) -> Path:
-    """`<project>/.pdmd/mlflow-spool` (created by the first spooled run, not by looking)."""
-    return (root or project_root()) / STATE_DIRNAME / SPOOL_DIRNAME
+    """`<state root>/.pdmd/mlflow-spool` (created by the first spooled run, not by looking)."""
+    return state_root(root) / STATE_DIRNAME / SPOOL_DIRNAME
 
 
 def _now_ms() -> int:
@@ -83,14 +109,16 @@ class Spool:
         self.key = run_key
         self.dir = self.root / run_key
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._append_lock = threading.Lock()  # the system-metrics thread appends beside the training loop
 
     @property
     def ops_path(self) -> Path:
         return self.dir / OPS_FILE
 
     def append(self, op: dict[str, Any]) -> None:
-        with open(self.ops_path, "a") as fh:
-            fh.write(json.dumps(op, sort_keys=True) + "\n")
+        line = json.dumps(op, sort_keys=True) + "\n"
+        with self._append_lock, open(self.ops_path, "a") as fh:
+            fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -135,13 +163,17 @@ class Spool:
         return self.state().get("run_id")
 
     def stash_artifact(self, path: Path) -> Path:
-        """Copy an artifact into the spool, so it survives DVC deleting a stage's outputs before a rerun."""
+        """Copy an artifact (file or folder) into the spool, so it survives DVC deleting a stage's outputs (or a
+        `dvc exp run --temp` workspace) before it is delivered."""
         folder = self.dir / "artifacts"
         folder.mkdir(exist_ok=True)
         slot = folder / f"{len(list(folder.iterdir())):04d}"
         slot.mkdir()
         target = slot / path.name  # the artifact keeps its own file name in MLflow
-        shutil.copy2(path, target)
+        if path.is_dir():
+            shutil.copytree(path, target)
+        else:
+            shutil.copy2(path, target)
         return target
 
 
@@ -172,7 +204,8 @@ class Delivery:
             if not self.uri.startswith(("http://", "https://", "databricks")):
                 location = (local_artifact_root() / name.replace("/", "_")).as_uri()
             try:
-                exp_id = self.client.create_experiment(name, artifact_location=location)
+                exp_id = self.client.create_experiment(name, artifact_location=location,
+                                                       tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except MlflowException as err:  # created concurrently by another job
                 exp = self.client.get_experiment_by_name(name)
                 if exp is None:
@@ -180,6 +213,8 @@ class Delivery:
                 exp_id = exp.experiment_id
         else:
             exp_id = exp.experiment_id
+            if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # created before pdmd marked its experiments
+                self.client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         self._experiments[name] = exp_id
         return exp_id
 
@@ -217,8 +252,43 @@ class Delivery:
             self.client.log_artifact(run_id, rec["path"], rec.get("artifact_path"))
         elif op == "end":
             self.client.set_terminated(run_id, status=group[0]["status"], end_time=group[0].get("time"))
+        elif op == "inputs":
+            self._send_inputs(run_id, group[0]["datasets"])
+        elif op == "logged_model":
+            self._send_logged_model(spool, state, run_id, group[0])
+        elif op == "experiment_tags":
+            exp_id = self.experiment_id(group[0]["experiment"])
+            for key, value in group[0]["tags"].items():
+                self.client.set_experiment_tag(exp_id, key, str(value))
         else:
             raise TrackingError(f"unknown spool record {op!r} in {spool.ops_path}")
+
+    def _send_inputs(self, run_id: str, datasets: list[dict[str, Any]]) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = [DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"], d.get("schema"),
+                                       d.get("profile")), [InputTag(MLFLOW_DATASET_CONTEXT, d["context"])])
+                  for d in datasets]
+        self.client.log_inputs(run_id, datasets=inputs)
+
+    def _send_logged_model(self, spool: Spool, state: dict[str, Any], run_id: str, rec: dict[str, Any]) -> None:
+        """Create the logged model once (its id is saved before anything else is sent, so a retry after a dying
+        server reuses it), upload its folder, mark it ready and link it to the run as an output."""
+        from mlflow.entities import LoggedModelOutput
+
+        models = state.setdefault("models", {})
+        model_id = models.get(rec["key"])
+        if model_id is None:
+            experiment = self.client.get_run(run_id).info.experiment_id
+            model = self.client.create_logged_model(experiment, rec["name"], source_run_id=run_id,
+                                                    tags=rec.get("tags"), params=rec.get("params"),
+                                                    model_type=rec.get("model_type"))
+            model_id = models[rec["key"]] = model.model_id
+            spool.write_state(state)
+        self.client.log_model_artifacts(model_id, rec["path"])
+        self.client.finalize_logged_model(model_id, "READY")
+        self.client.log_outputs(run_id, [LoggedModelOutput(model_id, int(rec.get("step", 0)))])
 
     @staticmethod
     def _groups(ops: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -330,6 +400,32 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         stashed = self.spool.stash_artifact(Path(path))
         self.spool.append({"op": "artifact", "path": str(stashed), "artifact_path": artifact_path})
+
+    def log_inputs(self, datasets: list[dict[str, Any]]) -> None:
+        """Dataset inputs of the run: dicts with name, digest (e.g. DVC's md5), source_type, source, context
+        ("training", "evaluation") and optionally schema and profile (JSON strings), as MLflow's Dataset has."""
+        missing = [d.get("name", "?") for d in datasets if not {"name", "digest", "source_type", "source",
+                                                                 "context"} <= set(d)]
+        if missing:
+            raise ValueError(f"dataset inputs {missing} need name, digest, source_type, source and context")
+        if datasets:
+            self.spool.append({"op": "inputs", "datasets": [dict(d) for d in datasets]})
+
+    def log_model(self, folder: str | Path, name: str, params: dict[str, Any] | None = None,
+                  tags: dict[str, Any] | None = None, model_type: str | None = None, step: int = 0) -> None:
+        """An MLflow 3 logged model made of `folder`'s files, produced by this run (shown in the run's outputs
+        and the experiment's Models tab)."""
+        stashed = self.spool.stash_artifact(Path(folder))
+        self.spool.append({"op": "logged_model", "key": stashed.parent.name, "path": str(stashed), "name": name,
+                           "params": {k: str(v) for k, v in (params or {}).items()},
+                           "tags": {k: str(v) for k, v in (tags or {}).items()}, "model_type": model_type,
+                           "step": int(step)})
+
+    def set_experiment_tags(self, experiment: str, tags: dict[str, Any]) -> None:
+        """Tags of an MLflow experiment (by name), delivered in order with this run's records."""
+        if tags:
+            self.spool.append({"op": "experiment_tags", "experiment": experiment,
+                               "tags": {k: str(v) for k, v in tags.items()}})
 
     def end(self, status: str = "FINISHED") -> None:
         self.spool.append({"op": "end", "status": status, "time": _now_ms()})

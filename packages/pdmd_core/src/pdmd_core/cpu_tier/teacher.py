@@ -121,6 +121,9 @@ def train_teacher(config: BenchmarkConfig, folder: Path, progress: bool = True) 
     data_seconds = time.perf_counter() - start
     feature_net, feature_stats = train_benchmark_feature_net(config, data, folder, progress)
     encoder = build_encoder(config)
+    # Seed the initial weights: torch seeds its default generator differently in every process, so an unseeded
+    # build (mog2d, toy1d: no feature net seeded the stream before) gave a different teacher on every run.
+    torch.manual_seed(config.seed)
     model = build_velocity_net(config, data.sample_shape)
     result = train_flow_matching(model, data.train, encoder, data.prompts, config.train, config.seed,
                                  progress=progress, description=f"teacher {config.benchmark}")

@@ -16,8 +16,8 @@ API:
         `weights: sharded`) gives it; the trainer calls it on every role module that holds meta parameters.
 - `@register_model("kind")` on a builder `fn(params: dict, device) -> ModelBundle`.
 - `build_model(kind, params, device) -> ModelBundle`. Kinds are found in modules listed in MODEL_MODULES
-  (other packages append their module path), in entry points of group `pdmd.models`, or given directly as
-  "package.module:function".
+  (imported in order until one registers the kind; other packages append their module path), in entry points
+  of group `pdmd.models`, or given directly as "package.module:function".
 """
 
 from __future__ import annotations
@@ -88,13 +88,19 @@ def register_model(kind: str) -> Callable[[Builder], Builder]:
     return deco
 
 
-def _load_known_modules() -> None:
+def _load_known_modules(until: str | None = None) -> None:
+    """Import the builder modules in order (all of them, or until one has registered `until`, so building a
+    CPU-tier model never imports the real-scale adapters), then the `pdmd.models` entry points."""
     for name in MODEL_MODULES:
+        if until is not None and until in _BUILDERS:
+            return
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as err:
             if err.name is None or not name.startswith(err.name):
                 raise  # a real missing dependency inside an existing module must not be hidden
+    if until is not None and until in _BUILDERS:
+        return
     for ep in entry_points(group="pdmd.models"):
         ep.load()
 
@@ -112,7 +118,7 @@ def build_model(kind: str, params: dict[str, Any] | None = None,
         builder: Builder = getattr(importlib.import_module(module), attr)
     else:
         if kind not in _BUILDERS:
-            _load_known_modules()
+            _load_known_modules(until=kind)
         if kind not in _BUILDERS:
             raise ValueError(f"unknown model kind '{kind}'; registered: {sorted(_BUILDERS)}")
         builder = _BUILDERS[kind]

@@ -12,17 +12,22 @@ the 3-level pyramid runs out of room), so keep per-frame motion below ~size/8 th
 ~0.003 px. Smaller windows (9) under-read at d ≥ 3 on 16 px.
 The mean runs over all pixels, so on sparse content (a digit on a black background) the static background
 dilutes it below the object's speed; compare arms with each other or with the teacher, not with the speed.
-Frames are converted to 8-bit grey (luma weights of ``cv2.COLOR_RGB2GRAY``) before flow.
+Farneback frames are converted to 8-bit grey (luma weights of ``cv2.COLOR_RGB2GRAY``) before flow.
 
-Dynamic degree (VBench-style, binary per video): a frame pair's score is the mean of its top 5 % flow
-magnitudes; it counts as moving when the score exceeds ``6 px × min(H, W) / 256`` (VBench's threshold scaled to
-the resolution); the video is dynamic when at least a quarter of its pairs move (VBench: 4 of 16). The set's
-rate is the mean of the per-video 0/1 values.
+RAFT (:class:`RaftFlow`) runs on the RGB frames. VBench's exact dynamic-degree protocol (frame sampling to
+≈ 8 fps, 20 RAFT iterations, top-5 % score, resolution-scaled threshold, count scaled by the sampled frames) is
+in :func:`vbench_frame_indices`, :func:`vbench_dynamic_params`, :func:`top_fraction_mean` and
+:func:`vbench_is_dynamic`, used by the ``dynamic_degree_vbench`` metric (:mod:`pdmd_eval.metrics.protocol`).
+
+Dynamic degree of the CPU tier (``dynamic_degree``, Farneback; VBench-style, binary per video): a frame pair's
+score is the mean of its top 5 % flow magnitudes; it counts as moving when the score exceeds
+``6 px × min(H, W) / 256`` (VBench's threshold scaled to the resolution); the video is dynamic when at least a
+quarter of its pairs move (VBench: 4 of 16). The set's rate is the mean of the per-video 0/1 values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -42,6 +47,18 @@ def to_thwc(video_tchw: np.ndarray) -> np.ndarray:
     return np.transpose(video_tchw, (0, 2, 3, 1))
 
 
+def _frames_uint8(arr: np.ndarray) -> np.ndarray:
+    """At least 2 frames (flow needs a pair); float values in [0, 1] quantised to uint8, uint8 kept."""
+    if arr.shape[0] < 2:
+        raise ValueError(f"video has {arr.shape[0]} frame(s); optical flow needs at least 2")
+    if arr.dtype == np.uint8:
+        return arr
+    arr = arr.astype(np.float32)
+    if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+        raise ValueError(f"float video values must lie in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]")
+    return np.round(arr * 255.0).astype(np.uint8)
+
+
 def _to_grey_uint8(video: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -52,13 +69,7 @@ def _to_grey_uint8(video: np.ndarray) -> np.ndarray:
             raise ValueError(f"video of shape {arr.shape}: last axis must be channels (1, 3 or 4) for T×H×W×C")
     elif arr.ndim != 3:
         raise ValueError(f"video must be T×H×W or T×H×W×C, got shape {arr.shape}")
-    if arr.shape[0] < 2:
-        raise ValueError(f"video has {arr.shape[0]} frame(s); optical flow needs at least 2")
-    if arr.dtype != np.uint8:
-        arr = arr.astype(np.float32)
-        if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
-            raise ValueError(f"float video values must lie in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]")
-        arr = np.round(arr * 255.0).astype(np.uint8)
+    arr = _frames_uint8(arr)
     if arr.ndim == 3:
         return arr
     if arr.shape[-1] == 1:
@@ -105,19 +116,64 @@ def dynamic_degree(video: np.ndarray, flow_fn: Callable[[np.ndarray], np.ndarray
     return float(is_dynamic(flow_magnitude_maps(flow_fn(video))))
 
 
-class RaftFlow:
-    """RAFT optical flow from torchvision with local weights (no download).
+def _to_rgb_uint8(video: np.ndarray) -> np.ndarray:
+    """``T×H×W`` / ``T×H×W×C`` (C in 1, 3, 4; uint8 or float in [0, 1]) → ``T×H×W×3`` uint8 RGB."""
+    arr = np.asarray(video)
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"video must be T×H×W or T×H×W×C with C in (1, 3, 4), got shape {np.shape(video)}")
+    arr = _frames_uint8(arr)
+    if arr.shape[-1] == 1:
+        return np.repeat(arr, 3, axis=-1)
+    return arr[..., :3]
 
-    ``weights_path`` is a torchvision RAFT state dict (e.g. ``raft_small_C_T_V2-01064c6d.pth``); resolve it with
+
+def consecutive_pairs(frames: int, stride: int = 1) -> list[tuple[int, int]]:
+    """Frame pairs ``(i, i + stride)`` over a clip."""
+    return [(i, i + stride) for i in range(0, frames - stride)]
+
+
+def vbench_frame_indices(frames: int, fps: float) -> list[int]:
+    """VBench dynamic degree's frame sampling: every ``max(1, round(fps / 8))``-th frame (≈ 8 fps)."""
+    interval = max(1, round(fps / 8))
+    return list(range(0, frames, interval))
+
+
+def vbench_dynamic_params(height: int, width: int, sampled_frames: int) -> tuple[float, int]:
+    """VBench's ``(threshold px, count)``: ``6 · min(H, W) / 256`` and ``round(4 · sampled_frames / 16)``
+    (Python rounding, as VBench)."""
+    return 6.0 * min(height, width) / 256.0, round(4 * (sampled_frames / 16.0))
+
+
+def top_fraction_mean(magnitudes: np.ndarray, fraction: float = TOP_FRACTION) -> float:
+    """Mean of the largest ``int(fraction · n)`` values of one magnitude map (at least one value)."""
+    flat = np.asarray(magnitudes, dtype=np.float64).reshape(-1)
+    k = max(1, int(flat.size * fraction))
+    return float(np.partition(flat, flat.size - k)[flat.size - k :].mean())
+
+
+def vbench_is_dynamic(pair_scores: np.ndarray, threshold: float, count: int) -> bool:
+    """VBench's decision: at least ``count`` frame pairs whose top-5 % mean magnitude exceeds ``threshold``."""
+    return int((np.asarray(pair_scores) > threshold).sum()) >= count
+
+
+class RaftFlow:
+    """RAFT optical flow (torchvision) on RGB frames, batched over frame pairs, on any device.
+
+    ``weights_path`` is a torchvision RAFT state dict (``raft_small`` / ``raft_large``); resolve it with
     :func:`pdmd_eval.weights.require_file`. ``weights_path=None`` builds random weights: only for testing the
-    mechanics, never for reported numbers. Frames are resized to a multiple of 8 with a short side of at least
-    ``min_side`` (≥ 128: torchvision's RAFT correlation pyramid needs 1/8-resolution maps of at least 16 px)
-    and the flow is scaled back to the input's pixel units.
+    mechanics, never for reported numbers. Frames keep their colour (grey is repeated to RGB) and go in as
+    ``2·x/255 - 1``. Working resolution: the native one by default; ``max_side`` scales the longer side down to
+    it (for speed); then the size is rounded up to a multiple of 8 and the short side raised to ``min_side``
+    (≥ 128: torchvision's correlation pyramid needs 1/8-resolution maps of at least 16 px). Flows are reported in
+    the input's pixel units (scaled back per axis).
     """
 
     MIN_SIDE = 128
 
-    def __init__(self, weights_path: str | None, small: bool = True, iters: int = 12, min_side: int = 128):
+    def __init__(self, weights_path: str | None, small: bool = True, iters: int = 12, min_side: int = 128,
+                 max_side: int | None = None, pair_batch: int = 8, device: str = "cpu"):
         import torch
         from torchvision.models.optical_flow import raft_large, raft_small
 
@@ -126,25 +182,75 @@ class RaftFlow:
         self.model = (raft_small if small else raft_large)(weights=None)
         if weights_path is not None:
             self.model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-        self.model.eval()
-        self.iters, self.min_side = iters, min_side
+        self.model.eval().to(device)
+        self.iters, self.min_side, self.max_side, self.pair_batch = iters, min_side, max_side, pair_batch
+        weights = "random" if weights_path is None else str(weights_path).rsplit("/", 1)[-1]
+        self.name = f"raft_{'small' if small else 'large'}-{weights}"
 
-    def __call__(self, video: np.ndarray) -> np.ndarray:
+    def to(self, device: str) -> RaftFlow:
+        self.model.to(device)
+        return self
+
+    def working_size(self, h: int, w: int) -> tuple[int, int]:
+        scale = 1.0
+        if self.max_side is not None and max(h, w) > self.max_side:
+            scale = self.max_side / max(h, w)
+        scale = max(scale, self.min_side / min(h, w))
+        return int(np.ceil(h * scale / 8) * 8), int(np.ceil(w * scale / 8) * 8)
+
+    def pair_flows(self, video: np.ndarray, pairs: list[tuple[int, int]] | None = None) -> Iterator[Any]:
+        """Yield flow batches ``B×2×hh×ww`` (torch, on the model's device, in input pixel units at the working
+        resolution) for ``pairs`` (default consecutive frames), ``pair_batch`` pairs at a time."""
         import torch
         import torch.nn.functional as F
 
-        grey = _to_grey_uint8(video).astype(np.float32) / 255.0
-        t, h, w = grey.shape
-        scale = max(1.0, self.min_side / min(h, w))
-        hh, ww = (int(np.ceil(h * scale / 8) * 8), int(np.ceil(w * scale / 8) * 8))
-        frames = torch.from_numpy(grey)[:, None].expand(-1, 3, -1, -1)
-        frames = F.interpolate(frames, size=(hh, ww), mode="bilinear", align_corners=False) * 2.0 - 1.0
-        with torch.no_grad():
-            flow = self.model(frames[:-1].contiguous(), frames[1:].contiguous(), num_flow_updates=self.iters)[-1]
-        flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
-        flow[:, 0] *= w / ww
-        flow[:, 1] *= h / hh
-        return flow.permute(0, 2, 3, 1).numpy()
+        rgb = _to_rgb_uint8(video)
+        t, h, w, _ = rgb.shape
+        pairs = consecutive_pairs(t) if pairs is None else pairs
+        hh, ww = self.working_size(h, w)
+        device = next(self.model.parameters()).device
+        frames = torch.from_numpy(np.ascontiguousarray(rgb))
+
+        def load(idx: list[int]) -> Any:
+            x = frames[idx].to(device).permute(0, 3, 1, 2).to(torch.float32)
+            if (hh, ww) != (h, w):
+                x = F.interpolate(x, size=(hh, ww), mode="bilinear", align_corners=False, antialias=hh < h)
+            return (x / 255.0 * 2.0 - 1.0).contiguous()
+
+        for start in range(0, len(pairs), self.pair_batch):
+            chunk = pairs[start : start + self.pair_batch]
+            with torch.no_grad():
+                flow = self.model(load([a for a, _ in chunk]), load([b for _, b in chunk]),
+                                  num_flow_updates=self.iters)[-1]
+            flow[:, 0] *= w / ww
+            flow[:, 1] *= h / hh
+            yield flow
+
+    def pair_stats(self, video: np.ndarray, pairs: list[tuple[int, int]] | None = None,
+                   top_fraction: float = TOP_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+        """Per pair: mean flow magnitude and mean of the top ``top_fraction`` magnitudes (VBench's score), in
+        input pixels, reduced on the device (no full-resolution flow is kept)."""
+        import torch
+
+        means, tops = [], []
+        for flow in self.pair_flows(video, pairs):
+            mag = torch.linalg.vector_norm(flow, dim=1).flatten(1)
+            k = max(1, int(mag.shape[1] * top_fraction))
+            means.append(mag.mean(dim=1).double().cpu().numpy())
+            tops.append(torch.topk(mag, k, dim=1).values.mean(dim=1).double().cpu().numpy())
+        return np.concatenate(means), np.concatenate(tops)
+
+    def __call__(self, video: np.ndarray) -> np.ndarray:
+        """Consecutive-pair flows ``(T-1)×H×W×2`` at the input resolution (numpy; memory ∝ the clip)."""
+        import torch.nn.functional as F
+
+        h, w = np.asarray(video).shape[1:3]
+        outs = []
+        for flow in self.pair_flows(video):
+            if tuple(flow.shape[-2:]) != (h, w):
+                flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
+            outs.append(flow.permute(0, 2, 3, 1).float().cpu().numpy())
+        return np.concatenate(outs)
 
 
 def mean_flow_magnitude_with(video: np.ndarray, flow_fn: Callable[[np.ndarray], np.ndarray]) -> float:

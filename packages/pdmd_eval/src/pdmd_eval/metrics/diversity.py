@@ -71,10 +71,11 @@ def div_dino(ctx: EvalContext) -> MetricResult:
     return _cosine_metric(ctx, "div_dino", "dino")
 
 
-@metric("div_feat", DOWN, "prompt", VISUAL, ("feature_net",))
-def div_feat(ctx: EvalContext) -> MetricResult:
-    """Mean pairwise cosine similarity in the feature net's space (lower = more diverse)."""
-    return _cosine_metric(ctx, "div_feat", "feature_net")
+@metric("featnet_similarity", DOWN, "prompt", VISUAL, ("feature_net",))
+def featnet_similarity(ctx: EvalContext) -> MetricResult:
+    """Mean pairwise cosine similarity between seeds of a prompt in the feature net's space (lower = more
+    diverse)."""
+    return _cosine_metric(ctx, "featnet_similarity", "feature_net")
 
 
 @metric("vendi_feat", UP, "prompt", VISUAL, ("feature_net",))
@@ -84,8 +85,8 @@ def vendi_feat(ctx: EvalContext) -> MetricResult:
     return per_prompt(ctx, "vendi_feat", UP, lambda idx: vendi_score(feats[idx]))
 
 
-@metric("div_points", UP, "prompt", ("points",))
-def div_points(ctx: EvalContext) -> MetricResult:
+@metric("pairwise_distance", UP, "prompt", ("points",))
+def pairwise_distance(ctx: EvalContext) -> MetricResult:
     """Mean pairwise Euclidean distance between a prompt's seeds in raw coordinates (higher = more diverse)."""
     pts = np.asarray(ctx.samples.samples, dtype=np.float64)
-    return per_prompt(ctx, "div_points", UP, lambda idx: mean_pairwise_distance(pts[idx]))
+    return per_prompt(ctx, "pairwise_distance", UP, lambda idx: mean_pairwise_distance(pts[idx]))

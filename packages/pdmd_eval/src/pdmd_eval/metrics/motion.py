@@ -8,13 +8,14 @@ import numpy as np
 
 from pdmd_eval.context import EvalContext
 from pdmd_eval.functional.motion import farneback_flows, flow_magnitude_maps, is_dynamic, to_thwc
+from pdmd_eval.reader import SampleReader
 from pdmd_eval.registry import UP, MetricResult, metric
 from pdmd_eval.samples import SampleSet, pair_indices
 from pdmd_eval.stats import ratio_of_means_ci
 
 
 def _per_video(
-    ctx: EvalContext, sample_set: SampleSet, flow_fn: Callable[[np.ndarray], np.ndarray], label: str
+    ctx: EvalContext, sample_set: SampleSet | SampleReader, flow_fn: Callable[[np.ndarray], np.ndarray], label: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(mean magnitude, dynamic 0/1)`` per video, cached per set and flow method."""
     from tqdm.auto import tqdm
@@ -30,7 +31,7 @@ def _per_video(
     return ctx.cached(("flow", id(sample_set), label), compute)
 
 
-def _keys(sample_set: SampleSet) -> list:
+def _keys(sample_set: SampleSet | SampleReader) -> list:
     return [r.key for r in sample_set.records]
 
 

@@ -1,8 +1,9 @@
 """The CPU-tier teacher's quality gate: bars checked with pdmd_eval's metrics on the teacher that pdmd_core trained.
 
-`train_teacher_from_config` trains and saves the teacher (pdmd_core.cpu_tier.teacher.train_teacher), runs the
-benchmark's check, writes the check's samples as a pdmd_eval sample set (`<teacher folder>/samples/`) and the
-report reports/teachers/<benchmark>.json.
+`check_saved_teacher` loads a saved teacher (the `teacher` stage's folder), runs the benchmark's check, writes
+the check's samples as a pdmd_eval sample set and the report reports/teachers/<benchmark>.json (the DVC
+`teacher_check` stage, separate from training so that an edit of the metric math never retrains a teacher).
+`train_teacher_from_config` (`pdmd teacher train`) trains, saves and checks in one go.
 
 Bars: toy1d endpoint W1 to the data ≤ 0.05; mog2d ≥ 24 of 25 modes covered; digits classifier accuracy ≥ 0.95
 and FD ≤ 3× the real-vs-real FD; moving_digits mean optical-flow magnitude within 10 % of the real clips'.
@@ -166,6 +167,26 @@ def save_quality_samples(report: QualityReport, data: LabelledData, config: Benc
     return save_sample_set(SampleSet(arr, records, data.kind, data.name, dict(data.meta)), folder)
 
 
+def write_report(config: BenchmarkConfig, quality: QualityReport, stats: dict[str, Any], checkpoint: Path,
+                 root: Path) -> dict[str, Any]:
+    """reports/teachers/<benchmark>.json: passed, the measured metrics and their bar, training stats."""
+    report = {
+        "benchmark": config.benchmark,
+        "passed": quality.passed,
+        "metrics": quality.metrics,
+        "bar": quality.bar,
+        **stats,
+        "sampling": {"steps": config.quality.steps, "cfg_scale": config.quality.cfg_scale,
+                     "num_samples": int(len(quality.samples)) if quality.samples is not None else 0},
+        "checkpoint": str(checkpoint),
+    }
+    out = root / "reports" / "teachers" / f"{config.benchmark}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    report["report_path"] = str(out)
+    return report
+
+
 def train_teacher_from_config(config: BenchmarkConfig, root: Path, output_dir: Path | None = None,
                               progress: bool = True) -> dict[str, Any]:
     """Train, save and check one benchmark's teacher; returns the report dict (also written as JSON)."""
@@ -175,18 +196,25 @@ def train_teacher_from_config(config: BenchmarkConfig, root: Path, output_dir: P
     teacher = train_teacher(config, folder, progress)
     quality = run_quality(teacher.model, teacher.encoder, teacher.data, config, teacher.feature_net)
     save_quality_samples(quality, teacher.data, config, teacher.checkpoint, folder / "samples")
-    report = {
-        "benchmark": config.benchmark,
-        "passed": quality.passed,
-        "metrics": quality.metrics,
-        "bar": quality.bar,
-        **teacher.stats,
-        "sampling": {"steps": config.quality.steps, "cfg_scale": config.quality.cfg_scale,
-                     "num_samples": int(len(quality.samples)) if quality.samples is not None else 0},
-        "checkpoint": str(teacher.checkpoint),
-    }
-    out = root / "reports" / "teachers" / f"{config.benchmark}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    report["report_path"] = str(out)
-    return report
+    return write_report(config, quality, teacher.stats, teacher.checkpoint, root)
+
+
+def check_saved_teacher(config: BenchmarkConfig, teacher_dir: Path, root: Path, samples_dir: Path,
+                        stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The quality check of a teacher saved by `train_teacher` in `teacher_dir` (teacher.pt and, for image and
+    video benchmarks, the exported feature net features.pt2); the data are rebuilt from the config's seed."""
+    from pdmd_core.cpu_tier.data import build_dataset
+    from pdmd_core.cpu_tier.teacher import FEATURES_FILE, TEACHER_FILE, load_teacher
+    from pdmd_core.cpu_tier.train import configure_cpu
+
+    configure_cpu(config.train.threads)
+    checkpoint = teacher_dir / TEACHER_FILE
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"no teacher at {checkpoint}: train it first (dvc repro teacher@{config.benchmark})")
+    teacher = load_teacher(checkpoint)
+    data = build_dataset(config.data, config.seed)
+    features = teacher_dir / FEATURES_FILE
+    feature_net = torch.export.load(str(features)).module() if features.is_file() else None
+    quality = run_quality(teacher.model, teacher.encoder, data, config, feature_net)
+    save_quality_samples(quality, data, config, checkpoint, samples_dir)
+    return write_report(config, quality, stats or {}, checkpoint, root)

@@ -136,15 +136,29 @@ def write_configs() -> None:
     _write_managed(CONF_DIR / "slurmdbd.conf", slurmdbd_conf(), mode=0o600)
 
 
+INSTALL_SCRIPT = Path("scripts") / "install_system_packages.sh"
+
+
 def _check_prerequisites() -> None:
+    """Root, and the Debian packages (installed here, by scripts/install_system_packages.sh, when missing)."""
     if os.geteuid() != 0:
-        raise ClusterError("pdmd cluster needs root (it starts system daemons); run it as root")
+        raise ClusterError("`pdmd cluster start` needs root: it installs (when missing) and starts system daemons "
+                           "(munged, MariaDB, slurmdbd, slurmctld, slurmd). A normal user needs none of this: "
+                           "`executor: local` runs without SLURM, and `executor: slurm` needs only `sbatch` on "
+                           "PATH and a reachable cluster.")
     missing = [b for b in REQUIRED_BINARIES if shutil.which(b) is None]
     if missing:
-        raise ClusterError(
-            f"missing SLURM/MariaDB binaries: {', '.join(missing)}; "
-            "run scripts/install_system_packages.sh (or `make setup`) first"
-        )
+        from pdmd_core.paths import project_root
+
+        script = project_root() / INSTALL_SCRIPT
+        if not script.is_file():
+            raise ClusterError(f"missing SLURM/MariaDB binaries: {', '.join(missing)}; install the Debian packages "
+                               "slurm-wlm slurmdbd mariadb-server munge (scripts/install_system_packages.sh slurm)")
+        proc = subprocess.run(["bash", str(script), "slurm"], capture_output=True, text=True)
+        still = [b for b in REQUIRED_BINARIES if shutil.which(b) is None]
+        if proc.returncode or still:
+            raise ClusterError(f"installing the SLURM packages failed ({script} slurm, exit {proc.returncode}); "
+                               f"still missing: {', '.join(still)}\n{proc.stderr[-2000:]}")
 
 
 def _port_open(port: int) -> bool:

@@ -54,7 +54,7 @@ def train_local(spec: TrainSpec) -> dict[str, Any]:
 
 
 def common_tags(study: StudyParams, model: str, layout: StudyLayout, sweep_id: str) -> dict[str, str]:
-    from pdmd_pipeline.stages import git_sha, md5_file
+    from pdmd_pipeline.stages.common import git_sha, md5_file
 
     info = read_info(layout, model)
     return {"benchmark": model, "model": model, "task": study.model(model).task, "study": study.study,

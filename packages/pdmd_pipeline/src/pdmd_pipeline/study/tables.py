@@ -2,9 +2,9 @@
 reference row beside ours, the sampling speed-up over the teacher, the claims (`pdmd_pipeline.claims`, the rules
 of reports/README.md), figures, the report's README.md, and each run's samples as MLflow artifacts.
 
-Cells: mean ± half-width of the 95 % bootstrap CI over (training seed, prompt) units for per-prompt and
-per-sample metrics (per-sample values averaged within a prompt first), over training seeds for set-level
-metrics (FID, FVD), as the CPU tier's tables (`report.unit_values`, `report.metric_results`).
+Cells: mean ± half-width of the 95 % seed-clustered Student-t interval (the training seed is the unit of
+replication; per-sample values averaged within a prompt first, then over each seed's prompts), as the CPU tier's
+tables (`report.unit_values`, `report.metric_results`); the teacher reference has no training seed: its mean.
 """
 
 from __future__ import annotations
@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from pdmd_pipeline import claims as C
-from pdmd_pipeline.report import COMPARISON_HEADER, RULES, comparison_line, directions, paired, read_units, unit_values
+from pdmd_pipeline.report import (
+    COMPARISON_HEADER,
+    RULES,
+    STATISTIC,
+    comparison_lines,
+    directions,
+    read_units,
+    unit_values,
+)
 from pdmd_pipeline.study import paper
 from pdmd_pipeline.study.distill import experiment_name, read_sweep
 from pdmd_pipeline.study.evaluation import METRICS, UNITS, group
@@ -69,16 +77,23 @@ def model_values(layout: StudyLayout, model: str) -> tuple[Values, dict[str, str
 
 def cell(values: Values, dirs: dict[str, str], arm: str, metric: str, confidence: float,
          scale: float = 1.0, digits: int = 3) -> str:
-    from pdmd_eval.registry import MetricResult
+    """mean ± half-width of the seed-clustered interval (`pdmd_eval.stats.clustered_ci`, the CPU tier's tables):
+    prompts of one training seed are not independent. A teacher reference (no training seed) or a single seed:
+    the mean alone."""
+    from collections import defaultdict
+
+    from pdmd_eval.stats import clustered_ci
 
     per = values.get(metric, {}).get(arm)
     if not per:
         return NOT_RUN
-    keys = sorted(per, key=str)
-    res = MetricResult.from_values(metric, dirs[metric], "unit", keys, [per[k] * scale for k in keys], confidence)
-    if len(keys) < 2:
-        return f"{res.mean:.{digits}f}"
-    return f"{res.mean:.{digits}f} ± {(res.high - res.low) / 2:.{digits}f}"
+    by_seed: dict[int, list[float]] = defaultdict(list)
+    for (seed, _), value in sorted(per.items(), key=str):
+        by_seed[seed].append(value * scale)
+    if len(by_seed) < 2:
+        return f"{statistics.fmean(v for vs in by_seed.values() for v in vs):.{digits}f}"
+    mean, low, high = clustered_ci([by_seed[s] for s in sorted(by_seed)], confidence)
+    return f"{mean:.{digits}f} ± {(high - low) / 2:.{digits}f}"
 
 
 def _paper(value: float | None, digits: int) -> str:
@@ -232,33 +247,21 @@ def speed_markdown(study: StudyParams, rows: list[dict[str, Any]]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- claims
-def study_claims(values: Values, dirs: dict[str, str], roles: dict[str, str], teacher: str,
+def study_claims(values: Values, dirs: dict[str, str], roles: dict[str, str], kind: str, teacher: str,
                  confidence: float) -> list[dict[str, Any]]:
-    """Every paper claim (`claims.CLAIMS`) with `roles` mapping claim roles to this model's metrics; the teacher
-    reference stands in for `claims.TEACHER`. Same pairing and verdict rules as the CPU tier."""
-    rows = []
-    for claim in C.CLAIMS:
-        outcomes: list[dict[str, Any]] = []
-        for comp in claim.comparisons:
-            a, b = (teacher if x == C.TEACHER else x for x in (comp.a, comp.b))
-            metric = roles.get(comp.role)
-            per_arm = values.get(metric or "", {})
-            base = {"role": comp.role, "metric": metric, "a": a, "b": b, "relation": comp.relation}
-            if metric is None or a not in per_arm or b not in per_arm:
-                outcomes.append({**base, "verdict": C.NOT_RUN})
-                continue
-            xa, xb = paired(per_arm, a, b)
-            if len(xa) < 2:
-                outcomes.append({**base, "n": len(xa), "verdict": C.INCONCLUSIVE})
-                continue
-            outcome = C.compare(claim.key, C.Comparison(comp.role, a, b, comp.relation), metric, dirs[metric], xa,
-                                xb, confidence)
-            outcomes.append(outcome.as_dict())
-        verdict = C.combine([o["verdict"] for o in outcomes])
-        if verdict != C.NOT_RUN:
-            rows.append({"claim": claim.key, "title": claim.title, "paper": claim.paper, "verdict": verdict,
-                         "comparisons": outcomes})
-    return rows
+    """Every paper claim (`claims.CLAIMS`) through the CPU tier's `claims.evaluate_claims` (same pairing on
+    (training seed, prompt), seed-clustered intervals and verdict rules), with `roles` mapping claim roles to this
+    model's metrics (roles not measured here, e.g. coverage, are not run); the study's teacher reference stands in
+    for `claims.TEACHER`. Claims with nothing run are left out."""
+    table: dict[str, dict[str, tuple[str, ...]]] = {c.role: {} for claim in C.CLAIMS for c in claim.comparisons}
+    for role, metric in roles.items():
+        table[role] = {kind: (metric,)}
+    renamed = {m: {(C.TEACHER if arm == teacher else arm): v for arm, v in per.items()} for m, per in values.items()}
+    rows = C.evaluate_claims(renamed, dirs, kind, confidence, roles=table)
+    for row in rows:
+        for o in row["comparisons"]:
+            o["a"], o["b"] = (teacher if x == C.TEACHER else x for x in (o["a"], o["b"]))
+    return [r for r in rows if r["verdict"] != C.NOT_RUN]
 
 
 def all_claims(study: StudyParams, cells: Cells) -> list[dict[str, Any]]:
@@ -266,7 +269,8 @@ def all_claims(study: StudyParams, cells: Cells) -> list[dict[str, Any]]:
     for model, params in study.models.items():
         values, dirs = cells.values(model)
         for variant, roles in VARIANTS[group(params.task)]:
-            for row in study_claims(values, dirs, roles, study.teacher_name(), study.evaluation.confidence):
+            kind = "image" if params.task == "t2i" else "video"
+            for row in study_claims(values, dirs, roles, kind, study.teacher_name(), study.evaluation.confidence):
                 out.append({"model": model, "metrics": variant, **row})
     return out
 
@@ -280,7 +284,7 @@ def claims_markdown(rows: list[dict[str, Any]]) -> list[str]:
         lines += [f"### {claim.title}", "", f"Paper: {claim.paper}", ""]
         for row in mine:
             lines += [f"**{row['model']}** ({row['metrics']}): **{row['verdict']}**", "", COMPARISON_HEADER]
-            lines += [comparison_line(o) for o in row["comparisons"] if o["verdict"] != C.NOT_RUN]
+            lines += [line for o in row["comparisons"] if o["verdict"] != C.NOT_RUN for line in comparison_lines(o)]
             lines.append("")
     return lines
 
@@ -365,15 +369,16 @@ def readme(study: StudyParams, layout: StudyLayout, claims: list[dict[str, Any]]
             lines.append(f"| {r['model']} | {ARM_LABELS.get(r['method'], r['method'])} | {r['nfe_speedup']:.0f}× | "
                          f"{wall} ({r['device']}) |")
     lines += ["", "## Claims", "",
-              "Each paper claim on each model it applies to, once per metric that plays its role; paired (training "
-              "seed × prompt) differences oriented so that > 0 favours the left arm, bootstrap 95 % CI, Wilcoxon p, "
-              "and the verdict rules of `pdmd_pipeline.claims` (the CPU tier's, reports/README.md). Set-level "
-              "metrics (FID, FVD) pair on training seeds only.", "",
+              "Each paper claim on each model it applies to, once per metric that plays its role, with the CPU "
+              "tier's statistic and verdict rules (`pdmd_pipeline.claims`, reports/README.md): differences paired "
+              "on (training seed, prompt), oriented so that > 0 favours the left arm, averaged per training seed; "
+              "the training seed is the unit of replication. Set-level metrics (FID, FVD) have one unit per "
+              "seed.", "", STATISTIC, "",
               *(["With random weights the verdicts below exercise the rules on numbers that mean nothing; they are "
                  "not evidence for or against the paper.", ""] if meaningless(study) else []),
               *claims_markdown(claims),
               "### Verdict rules", "", RULES, "",
-              f"ALPHA = {C.ALPHA}, MARGIN = {C.MARGIN}, MIN_UNITS = {C.MIN_UNITS}.", "",
+              f"ALPHA = {C.ALPHA}, MARGIN = {C.MARGIN}, MIN_SEEDS = {C.MIN_SEEDS}.", "",
               "## MLflow", "",
               f"Experiment `{experiment_name(study)}` at `{resolve_tracking_uri(study.tracking_uri, layout.root)}`: a "
               "parent run per model's distill sweep, a child run `<model>/<arm>/seed<k>` per arm × seed with the CPU "
