@@ -53,7 +53,11 @@ def test_smoke_study_runs_every_stage_on_slurm_logs_to_mlflow_and_writes_the_pap
             assert any(k.startswith("eval/") for k in run.data.metrics)
             artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
             video = preset["models"][model]["task"] != "t2i"
-            assert artifacts == {"samples/samples.png", *(["samples/sample.gif"] if video else [])}
+            assert artifacts == {"samples/samples.png", *(["samples/sample.gif", "samples/videos"] if video else [])}
+            if video:  # every sample's MP4, as the sample stage wrote it
+                mp4s = {a.path for a in client.list_artifacts(run.info.run_id, "samples/videos")}
+                assert len(mp4s) == preset["models"][model]["eval"]["max_prompts"] and all(
+                    p.endswith(".mp4") for p in mp4s)
     assert not healthy(uri)  # the sandbox stopped the server it started
 
     lock = yaml.safe_load((root / "experiments" / "realscale" / "dvc.lock").read_text())

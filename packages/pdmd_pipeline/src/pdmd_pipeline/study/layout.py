@@ -11,6 +11,8 @@
     runs/realscale/exports/<m>/    <arm>/seed<k>/ (diffusers LoRA export + pdmd_export.json), logs/
     runs/realscale/samples/<m>/    teacher_<n>/ and <arm>/seed<k>/ sample sets (+ timing.json), logs/
     runs/realscale/eval/<m>/       units.jsonl (every metric's per-unit values), summary.json, logs/
+    runs/realscale/feature_cache/<m>/  pdmd_eval's per-sample feature cache (keyed by each sample set's content),
+                                   so a killed evaluation resumes; not a DVC output
     <report_dir>/                  README.md, table2.md, table3.md, table6.md, speed.md, claims.json, figures
 """
 
@@ -54,6 +56,9 @@ class StudyLayout:
 
     def eval(self, m: str) -> Path:
         return self.root / RUNS / "eval" / m
+
+    def feature_cache(self, m: str) -> Path:
+        return self.root / RUNS / "feature_cache" / m
 
     def report(self) -> Path:
         return self.root / self.report_dir

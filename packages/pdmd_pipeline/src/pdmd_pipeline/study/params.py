@@ -45,12 +45,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MIN_VIDEO_FRAMES = 9  # pdmd_eval.standard.I3D_MIN_FRAMES (not imported: loading params stays light)
+
+
 class EvalSet(_Strict):
     prompts: str = Field(description="text file, one prompt per line (experiments/realscale/prompts/*.txt)")
     images: str | None = Field(None, description='I2V: JSONL of {"prompt": ..., "image": PATH} (first frames)')
     resolution: tuple[int, int, int] = Field(description="[frames, height, width] in pixels (frames 1: images)")
     seeds: list[int] = Field(description="sample seeds per prompt (paper: 0-7 for diversity, 42 for motion)")
     max_prompts: int | None = Field(None, ge=1, description="use the first N prompts (None: all)")
+    fps: float = Field(16.0, gt=0, description="frame rate written into the MP4s (Wan2.1/2.2 A14B: 16; the VBench "
+                                               "dynamic degree samples frames at ≈ 8 fps from it)")
 
     @field_validator("seeds")
     @classmethod
@@ -86,6 +91,9 @@ class ModelParams(_Strict):
         if (self.task == "t2i") != (self.eval.resolution[0] == 1):
             raise ValueError(f"task {self.task!r} with eval.resolution {list(self.eval.resolution)}: t2i samples "
                              f"images (frames 1), t2v/i2v videos (frames > 1)")
+        if self.task != "t2i" and self.eval.resolution[0] < MIN_VIDEO_FRAMES:
+            raise ValueError(f"eval.resolution {list(self.eval.resolution)}: FVD's I3D needs clips of at least "
+                             f"{MIN_VIDEO_FRAMES} frames")
         return self
 
 
@@ -102,6 +110,11 @@ class EvaluationParams(_Strict):
     dino: str = Field("facebook/dinov3-vitb16-pretrain-lvd1689m", description="DINO repo id (pretrained backbones)")
     confidence: float = Field(0.95, gt=0, lt=1)
     batch_size: int = Field(16, ge=1)
+    # the paper protocol's settings (pdmd_eval.context.ProtocolOptions; defaults = the protocol's)
+    raft_iters: int = Field(20, ge=1, description="RAFT refinement iterations (VBench: 20)")
+    flow_max_side: int | None = Field(None, ge=128, description="longer side RAFT sees (None: native)")
+    fid_frames: int | None = Field(16, ge=1, description="frames per video for FID, evenly spaced (None: all)")
+    fvd_frames: int = Field(16, ge=9, description="frames per clip for I3D (FVD), evenly spaced; I3D needs ≥ 9")
 
 
 class Profiles(_Strict):

@@ -5,7 +5,8 @@ from the same noise (`initial_noise(shape, seed)` for each evaluation seed); a r
 noise comes from a generator seeded with the sample seed. Each set records the wall time of every sample
 (denoising and VAE decoding separately, `timing.json`), from which the report computes the speed-up.
 
-Sample sets are written with today's pdmd_eval API, isolated in `SampleSink` / `read_samples` (see there).
+Sample sets are pdmd_eval media sample sets (uint8 PNG / MP4, streamed; `SampleSink`), read lazily by the
+evaluate stage; a killed sample job resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -22,45 +23,61 @@ from pdmd_pipeline.study.layout import StudyLayout
 from pdmd_pipeline.study.params import StudyParams
 from pdmd_pipeline.study.prompts import EVAL_CACHE, model_paths, read_info
 
-TIMING = "timing.json"
+TIMING = "timing.json"     # the summary (medians) and every sample's times
+TIMINGS = "timing.jsonl"   # appended per sample while sampling (resume)
 SETS = "sets.json"
 
 
 # ---------------------------------------------------------------------------------------------- pdmd_eval I/O
 class SampleSink:
-    """Collects one sample set's decoded samples and writes it as a pdmd_eval sample set.
+    """Streams one sample set to disk as a pdmd_eval media sample set (`pdmd_eval.writer.SampleSetWriter`):
+    each sample is quantised to uint8 and written as it is made (images as PNG, videos as lossless MP4), so a
+    sampler holds one sample at a time. A killed job resumes: `done(prompt_id, seed)` says what is already
+    there, and the per-sample wall times are appended to `timing.jsonl` beside the samples."""
 
-    Today's pdmd_eval API (`pdmd_eval.samples.SampleSet` / `save_sample_set`): float32 arrays in [0, 1] held in
-    memory and written at `close`. The "Evaluation at scale" API replaces this with its streamed uint8 PNG/MP4
-    writer: only `__init__`, `add` and `close` change."""
+    def __init__(self, folder: Path, kind: str, benchmark: str, extras: dict[str, Any], fps: float) -> None:
+        from pdmd_eval.writer import SampleSetWriter
 
-    def __init__(self, kind: str, benchmark: str, extras: dict[str, Any]) -> None:
-        self.kind, self.benchmark, self.extras = kind, benchmark, extras
-        self.samples: list[Any] = []
-        self.records: list[Any] = []
+        self.folder = Path(folder)
+        self.writer = SampleSetWriter(self.folder, kind, benchmark, extras, fps=fps, resume=True)
+        self.timings = _read_timings(self.folder)
+        self._timing_fh = open(self.folder / TIMINGS, "a")
+
+    def done(self, prompt_id: int, seed: int) -> bool:
+        return self.writer.has(prompt_id, seed) and any(
+            t["prompt_id"] == prompt_id and t["seed"] == seed for t in self.timings)
 
     def add(self, pixels: Any, method: str, prompt_id: int, prompt: str, seed: int, steps: int, nfe: int,
-            checkpoint: str) -> None:
+            checkpoint: str, timing: dict[str, float]) -> None:
         """`pixels`: one sample in [0, 1], (3, H, W) or (T, 3, H, W)."""
         from pdmd_eval.samples import SampleRecord
 
-        self.samples.append(pixels.float().cpu().numpy())
-        self.records.append(SampleRecord(method, prompt_id, prompt, seed, steps, nfe, checkpoint))
+        if not self.writer.has(prompt_id, seed):
+            self.writer.append(SampleRecord(method, prompt_id, prompt, seed, steps, nfe, checkpoint),
+                               pixels.float().clamp(0, 1).cpu())
+        row = {"prompt_id": prompt_id, "seed": seed, **timing}
+        self._timing_fh.write(json.dumps(row) + "\n")
+        self._timing_fh.flush()
+        self.timings.append(row)
 
-    def close(self, folder: Path) -> Path:
-        import numpy as np
+    def close(self) -> Path:
+        self.writer.close()
+        self._timing_fh.close()
+        return self.folder
 
-        from pdmd_eval.samples import SampleSet, save_sample_set
 
-        array = np.stack(self.samples).astype("float32")
-        return save_sample_set(SampleSet(array, self.records, self.kind, self.benchmark, self.extras), folder)
+def _read_timings(folder: Path) -> list[dict[str, Any]]:
+    path = folder / TIMINGS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def read_samples(folder: Path) -> Any:
-    """A sample set written by `SampleSink` (today: `pdmd_eval.samples.load_sample_set`, arrays in memory)."""
-    from pdmd_eval.samples import load_sample_set
+    """A sample set written by `SampleSink`, opened lazily (`pdmd_eval.reader.open_sample_set`)."""
+    from pdmd_eval.reader import open_sample_set
 
-    return load_sample_set(folder)
+    return open_sample_set(folder)
 
 
 # ---------------------------------------------------------------------------------------------- one sample set
@@ -81,6 +98,7 @@ class SampleJob:
     device: str = "cpu"
     dtype: str = "float32"
     threads: int = 1
+    fps: float = 16.0
 
 
 def _sync(device: str) -> None:
@@ -92,6 +110,7 @@ def _sync(device: str) -> None:
 
 def run_sample_job(job: SampleJob) -> dict[str, Any]:
     import torch
+    from tqdm.auto import tqdm
 
     from pdmd_core.realscale.architectures import get_architecture, latent_shape
     from pdmd_core.realscale.pipelines import load_student_pipeline, load_teacher_pipeline
@@ -119,13 +138,17 @@ def run_sample_job(job: SampleJob) -> dict[str, Any]:
         def generate(z: Any, cond: Any, image: Any, seed: int) -> Any:
             return student.generate(z, cond, image=image, generator=torch.Generator().manual_seed(seed))
     kind = "image" if frames == 1 else "video"
-    sink = SampleSink(kind, job.model, {"architecture": job.architecture, "resolution": list(job.resolution),
-                                        "method": job.method})
-    timings = []
+    sink = SampleSink(Path(job.out), kind, job.model, {"architecture": job.architecture,
+                                                       "resolution": list(job.resolution), "method": job.method},
+                      job.fps)
+    bar = tqdm(total=len(encoder.prompts) * len(job.seeds), desc=f"sample {job.model} {job.method}")
     for row, prompt in enumerate(encoder.prompts):
         cond = encoder.encode_indices(torch.tensor([row]))
         image = load_rgb(job.images[prompt], height, width) if job.images is not None else None
         for seed in job.seeds:
+            bar.update()
+            if sink.done(row, seed):
+                continue
             z = initial_noise(shape, seed).to(job.device, dtype)
             _sync(job.device)
             start = time.perf_counter()
@@ -135,10 +158,11 @@ def run_sample_job(job: SampleJob) -> dict[str, Any]:
             denoised = time.perf_counter()
             pixels = decode(latent)
             _sync(job.device)
-            timings.append({"prompt_id": row, "seed": seed, "denoise_seconds": denoised - start,
-                            "decode_seconds": time.perf_counter() - denoised})
-            sink.add(pixels[0], job.method, row, prompt, seed, steps, nfe, job.export or job.base)
-    folder = sink.close(Path(job.out))
+            timing = {"denoise_seconds": denoised - start, "decode_seconds": time.perf_counter() - denoised}
+            sink.add(pixels[0], job.method, row, prompt, seed, steps, nfe, job.export or job.base, timing)
+    bar.close()
+    folder = sink.close()
+    timings = sink.timings
     summary = {"method": job.method, "steps": steps, "nfe": nfe, "device": job.device, "dtype": job.dtype,
                "samples": len(timings),
                "median_denoise_seconds": statistics.median(t["denoise_seconds"] for t in timings),
@@ -168,7 +192,7 @@ def sample_jobs(study: StudyParams, model: str, layout: StudyLayout) -> list[Sam
                   eval_cache=str(layout.prompts(model) / EVAL_CACHE), resolution=tuple(params.eval.resolution),
                   seeds=list(params.eval.seeds), images=eval_images(study, model, layout),
                   teacher_steps=study.evaluation.teacher.steps, teacher_cfg=study.evaluation.teacher.cfg,
-                  device=study.device, dtype=study.dtype, threads=study.torch_threads)
+                  device=study.device, dtype=study.dtype, threads=study.torch_threads, fps=params.eval.fps)
     teacher = study.teacher_name()
     jobs = [SampleJob(method=teacher, out=str(layout.sample_set(model, teacher, None)), **common)]  # type: ignore[arg-type]
     for run in read_sweep(layout, model)["runs"]:

@@ -60,8 +60,9 @@ def banner(study: StudyParams) -> list[str]:
         return []
     return ["> **Numbers meaningless by construction.** Random weights: "
             + ", ".join(f"`{name}` (random tiny base model)" for name, m in study.models.items() if m.weights == TINY)
-            + ("; metric backbones (DINOv3, CLIP, LPIPS, Inception, RAFT) with random weights"
-               if study.evaluation.backbones == "random" else "")
+            + ("; metric backbones (DINOv3, CLIP, LPIPS, RAFT-large, FID Inception, I3D) with random weights (built "
+               "in the job, nothing downloaded; cd-fvd's I3D at its own random init gives logits that barely differ "
+               "between clips, so FVD is ≈ 0)" if study.evaluation.backbones == "random" else "")
             + ". This report shows the layout and that every stage runs end to end; it says nothing about the "
               "methods.", ""]
 
@@ -155,7 +156,7 @@ def table3(study: StudyParams, layout: StudyLayout, cells: Cells) -> str:
         lines.append("| " + " | ".join(["", "this study", *[
             cells(model, arm, m[k]) for model in cols.values() for k in ("dino", "lpips", "clip")]]) + " |")
     lines += ["", *[f"- {_column_note(study, layout, paper.TABLE3_COLUMNS[c], model)}" for c, model in cols.items()],
-              "", "Cells: mean ± 95 % CI half-width over (training seed, prompt) units; teacher over prompts."]
+              "", CELLS_NOTE]
     return "\n".join(lines) + "\n"
 
 
@@ -172,10 +173,13 @@ def _paper_video(values: tuple[float, float, float, float] | None) -> list[str]:
     return [f"{of:.2f}", f"{dd:.2f}", f"{fid:.2f}", f"{fvd:.1f}"]
 
 
-VIDEO_NOTE = ("Optical flow: mean RAFT flow magnitude in pixels per frame (paper: UniMatch); dynamic degree: share "
-              "of videos classified dynamic, in %; FID / FVD against the base model's own outputs on the same prompts "
-              "and noise (the base scores 0). Cells: mean ± 95 % CI half-width over (training seed, prompt) units; "
-              "FID / FVD over training seeds.")
+CELLS_NOTE = ("Cells: mean ± half-width of the 95 % seed-clustered t interval (the training seed is the unit: each "
+              "seed's prompts averaged first; FID / FVD have one value per seed); the base model, which has no "
+              "training seed: its mean.")
+VIDEO_NOTE = ("Optical flow: mean RAFT-large (RGB) flow magnitude in pixels per frame (paper: UniMatch); dynamic "
+              "degree: VBench's rule, share of videos classified dynamic, in %; FID (torch-fidelity's Inception, 16 "
+              "frames per video) / FVD (cd-fvd's I3D, 16 frames per clip) against the base model's own outputs on "
+              "the same prompts and noise (the base scores 0). " + CELLS_NOTE)
 
 
 def table2(study: StudyParams, layout: StudyLayout, cells: Cells) -> str:
@@ -306,7 +310,7 @@ def sample_figures(study: StudyParams, layout: StudyLayout) -> list[str]:
 
 
 def log_run_artifacts(study: StudyParams, layout: StudyLayout) -> None:
-    """Per child run: its sample grid (PNG) and, for videos, its first video (GIF)."""
+    """Per child run: its sample grid (PNG) and, for videos, its first video as a GIF and every video as MP4."""
     from pdmd_eval.figures import write_gif
     from pdmd_pipeline.report import run_sample_png
     from pdmd_pipeline.tracking import Tracker, default_spool_root, resolve_tracking_uri
@@ -322,7 +326,11 @@ def log_run_artifacts(study: StudyParams, layout: StudyLayout) -> None:
                 tracker = Tracker(uri, str(run["run_key"]), default_spool_root(layout.root))
                 tracker.log_artifact(run_sample_png(sset, folder / "samples.png"), "samples")
                 if sset.kind == "video":
-                    tracker.log_artifact(write_gif(sset.samples[0], folder / "sample.gif", scale=4), "samples")
+                    first = sset.read(0)  # uint8 T×C×H×W from the set's first MP4
+                    tracker.log_artifact(write_gif(first.astype("float32") / 255.0, folder / "sample.gif", scale=4),
+                                         "samples")
+                    for mp4 in sorted((sset.folder / "media").glob("*.mp4")):  # the videos themselves
+                        tracker.log_artifact(mp4, "samples/videos")
                 tracker.flush(force=True)
 
 
@@ -384,7 +392,7 @@ def readme(study: StudyParams, layout: StudyLayout, claims: list[dict[str, Any]]
               "parent run per model's distill sweep, a child run `<model>/<arm>/seed<k>` per arm × seed with the CPU "
               "tier's tags (method, phases, sgts, steps, seed, arm, git_sha, dvc_data_md5 = the training prompt "
               "cache, teacher_md5 = the base weights' fingerprint, sweep, SLURM ids), its training metrics, `eval/*` "
-              "means and its samples (PNG grid, GIF for videos) as artifacts."]
+              "means and its samples (PNG grid; for videos a GIF and every MP4) as artifacts."]
     return "\n".join(lines) + "\n"
 
 
