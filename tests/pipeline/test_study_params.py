@@ -60,6 +60,8 @@ def _write(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
     (lambda r: r["models"]["qwen_t2i"]["distill"].update(ttur_ratio=0), "ttur_ratio"),
     (lambda r: r["models"]["wan22_i2v"].update(train_images=None), "an i2v model needs train_images"),
     (lambda r: r.pop("seeds"), "seeds"),
+    (lambda r: r["models"]["wan22_t2v"]["eval"].update(resolution=[5, 16, 16]), "FVD's I3D needs clips of at least 9"),
+    (lambda r: r["evaluation"].update(raft_iter=6), "raft_iter"),
 ])
 def test_bad_study_values_fail_naming_the_key(tmp_path, edit, message):
     with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -48,7 +48,9 @@ def metric_names(task: str) -> list[str]:
     from pdmd_eval.registry import expand_metric_names
 
     names = expand_metric_names([PRESET[group(task)]])
-    assert sorted(names) == sorted(METRICS[group(task)].values()), names  # the table's columns = the preset
+    if sorted(names) != sorted(METRICS[group(task)].values()):  # the table's columns must be the preset's metrics
+        raise RuntimeError(f"pdmd_eval preset {PRESET[group(task)]!r} is {names}; the study's tables expect "
+                           f"{sorted(METRICS[group(task)].values())}")
     return names
 
 
