@@ -43,3 +43,31 @@ def test_guided_velocity_batches_branches_exactly() -> None:
     x, t = torch.randn(4, 6), torch.rand(4)
     expected = combine(net(x, t, cond), net(x, t, null), 3.0, "offset")
     torch.testing.assert_close(guided_velocity(net, x, t, cond, null, 3.0, "offset"), expected)
+
+
+def test_true_cfg_rescales_every_token_to_the_conditional_norm() -> None:
+    """QwenImagePipeline's true CFG on latents packed 2x2 per token: u + w (c − u), then each token (the C channels
+    of a 2x2 latent block) scaled to its conditional norm. Closed form on a hand-built case, then in general."""
+    v_c = torch.zeros(1, 1, 2, 4)
+    v_c[0, 0, :, :2] = 1.0  # token 1: four ones, norm 2; token 2 (right block): all zeros
+    v_u = torch.zeros(1, 1, 2, 4)
+    v_u[0, 0, 0, 0] = 1.0  # token 1's uncond: (1, 0, 0, 0)
+    out = combine(v_c, v_u, 3.0, "true_cfg", token_patch=(2, 2))
+    plain = combine(v_c, v_u, 3.0, "standard")  # token 1 -> (1, 3, 3, 3), norm sqrt(28)
+    torch.testing.assert_close(out[0, 0, :, :2], plain[0, 0, :, :2] * 2 / 28 ** 0.5)
+    torch.testing.assert_close(out[0, 0, :, 2:], torch.zeros(2, 2))  # zero conditional norm stays zero
+    g = torch.Generator().manual_seed(3)
+    v_c, v_u = torch.randn(2, 4, 6, 8, generator=g), torch.randn(2, 4, 6, 8, generator=g)
+    out = combine(v_c, v_u, 4.0, "true_cfg", token_patch=(2, 2))
+    blocks = lambda v: v.reshape(2, 4, 3, 2, 4, 2).pow(2).sum(dim=(1, 3, 5)).sqrt()  # noqa: E731
+    torch.testing.assert_close(blocks(out), blocks(v_c))
+    # the direction of each token is the standard combination's
+    def per_token(v: torch.Tensor) -> torch.Tensor:
+        return blocks(v).repeat_interleave(2, 1).repeat_interleave(2, 2)[:, None]
+
+    standard = combine(v_c, v_u, 4.0, "standard")
+    torch.testing.assert_close(out / per_token(out), standard / per_token(standard))
+    torch.testing.assert_close(combine(v_c, v_u, 1.0, "true_cfg", token_patch=(2, 2)), v_c)
+    assert not needs_uncond(1.0, "true_cfg") and needs_uncond(4.0, "true_cfg")
+    with pytest.raises(ValueError, match="token_patch"):
+        combine(v_c, v_u, 4.0, "true_cfg", token_patch=(4, 4))

@@ -8,9 +8,6 @@ import pytest
 import torch
 
 PROMPTS = ["a red cat", "a blue dog sitting", "photo of a cat", "the dog runs"]
-QWEN_TEMPLATE_WORDS = ("<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, "
-                       "quantity, text, spatial relationships of the objects and background:<|im_end|>\n"
-                       "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n")
 
 
 @pytest.fixture(scope="session")
@@ -35,17 +32,9 @@ def tiny_wan22(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory) -> Path:
-    from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline
+    from pdmd_core.realscale.tiny import save_tiny_base
 
-    from pdmd_core.realscale.tiny import tiny_qwen25vl_encoder, tiny_qwen_transformer, tiny_qwen_vae, tiny_tokenizer
-
-    root = tmp_path_factory.mktemp("tiny-qwen")
-    tokenizer = tiny_tokenizer([*PROMPTS, QWEN_TEMPLATE_WORDS])
-    pipe = QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=tiny_qwen_vae(2),
-                             text_encoder=tiny_qwen25vl_encoder(1, len(tokenizer)), tokenizer=tokenizer,
-                             transformer=tiny_qwen_transformer(3))
-    pipe.save_pretrained(root / "base")
-    return root / "base"
+    return save_tiny_base("tiny-qwen-image", PROMPTS, tmp_path_factory.mktemp("tiny-qwen") / "base")
 
 
 def _cache(base: Path, family: str, out: Path, **kwargs) -> Path:
@@ -74,25 +63,9 @@ def qwen_prompt_cache(tiny_qwen, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_wan22_i2v(tmp_path_factory) -> Path:
     """A Wan2.2-I2V-style two-expert base model folder (boundary 0.9; 3 x z_dim input channels)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+    from pdmd_core.realscale.tiny import save_tiny_base
 
-    from pdmd_core.realscale.tiny import (
-        TINY_Z_DIM,
-        tiny_tokenizer,
-        tiny_umt5_encoder,
-        tiny_wan_transformer,
-        tiny_wan_vae,
-    )
-
-    root = tmp_path_factory.mktemp("tiny-wan22-i2v")
-    tokenizer = tiny_tokenizer(PROMPTS)
-    channels = 3 * TINY_Z_DIM  # noisy latent + frame mask (temporal factor 4 = z_dim here) + image latent
-    pipe = WanImageToVideoPipeline(
-        tokenizer=tokenizer, text_encoder=tiny_umt5_encoder(1, len(tokenizer)), vae=tiny_wan_vae(2),
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=tiny_wan_transformer(3, in_channels=channels),
-        transformer_2=tiny_wan_transformer(4, in_channels=channels), boundary_ratio=0.9)
-    pipe.save_pretrained(root / "base")
-    return root / "base"
+    return save_tiny_base("tiny-wan2.2-i2v", PROMPTS, tmp_path_factory.mktemp("tiny-wan22-i2v") / "base")
 
 
 @pytest.fixture(scope="session")

@@ -128,7 +128,7 @@ def test_wan22_i2v_first_frame_conditions_train_export_and_match_the_i2v_pipelin
     i2v_cache = tmp_path / "first_frames.safetensors"
     _invoke("embed-images", str(tmp_path / "pairs.jsonl"), "--prompt-cache", str(cache), "--model-path",
             str(tiny_wan22_i2v), "--out", str(i2v_cache), "--resolution", "5,16,16")
-    conditions = load_file(str(i2v_cache))["i2v_condition"]
+    conditions = load_file(str(i2v_cache))["i2v_condition@5x16x16"]
     assert conditions.shape == (4, 8, 2, 4, 4)  # 4 prompts; frame mask (4) + image latent (4); 2 latent frames
     config = _config(tmp_path, "wan", "tiny-wan2.2-i2v", tiny_wan22_i2v, cache, 5.0, moe_boundary_clamp=True)
     raw = yaml.safe_load(open(config))

@@ -138,7 +138,7 @@ def test_ti2v_student_trains_exports_and_the_expand_timesteps_i2v_pipeline_repro
     _invoke("embed-images", str(tmp_path / "pairs.jsonl"), "--prompt-cache", str(cache), "--model-path",
             str(tiny_wan22_ti2v), "--out", str(first_frames), "--resolution", f"{FRAMES},{HEIGHT},{WIDTH}",
             "--mode", "ti2v")
-    first = load_file(str(first_frames))["first_frame_latent"]
+    first = load_file(str(first_frames))[f"first_frame_latent@{FRAMES}x{HEIGHT}x{WIDTH}"]
     assert first.shape == (4, TINY_TI2V_Z_DIM, 1, 2, 4)
     # the condition is the normalised VAE mode of the image alone (no zero frames after it, unlike I2V)
     vae = AutoencoderKLWan.from_pretrained(tiny_wan22_ti2v, subfolder="vae").eval()

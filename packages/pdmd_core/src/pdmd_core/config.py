@@ -43,8 +43,16 @@ class TeacherCFG(_Strict):
     """Classifier-free guidance of the teacher (the 'real' score). The fake score never uses CFG."""
 
     scale: float = Field(1.0, description="guidance scale w; standard 1.0 / offset 0.0 mean no guidance")
-    form: CFGForm = Field(CFGForm.STANDARD, description="standard: v_u + w·Δ; offset: v_c + w·Δ (Self-Forcing)")
+    form: CFGForm = Field(CFGForm.STANDARD, description="standard: v_u + w·Δ; offset: v_c + w·Δ (Self-Forcing); "
+                          "true_cfg: standard, each latent token rescaled to the conditional norm (Qwen-Image)")
     rescale: float = Field(0.0, ge=0.0, le=1.0, description="norm rescale φ in [0, 1]; 0 disables it")
+
+    @model_validator(mode="after")
+    def _rescale_form(self) -> TeacherCFG:
+        if self.form is CFGForm.TRUE_CFG and self.rescale:
+            raise ValueError(f"teacher_cfg.rescale = {self.rescale}: form 'true_cfg' already rescales every token to "
+                             f"the conditional norm; set rescale: 0")
+        return self
 
 
 class GeneratorSpec(_Strict):

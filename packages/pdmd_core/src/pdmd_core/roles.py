@@ -92,12 +92,14 @@ class Teacher:
         self.module = _freeze(bundle.teacher).eval()
         self.cfg = cfg.teacher_cfg
         self._autocast = autocast_dtype_of(bundle)
+        self._token_patch = tuple(bundle.extras.get("cfg_token_patch", ()))  # the model's latent token (true_cfg)
 
     @torch.no_grad()
     def velocity(self, x_t: Tensor, t: Tensor, cond: Conditioning | None,
                  null_cond: Conditioning | None) -> Tensor:
         forward = autocast_forward(self.module, self._autocast)
-        return guided_velocity(forward, x_t, t, cond, null_cond, self.cfg.scale, self.cfg.form, self.cfg.rescale)
+        return guided_velocity(forward, x_t, t, cond, null_cond, self.cfg.scale, self.cfg.form, self.cfg.rescale,
+                               self._token_patch)
 
 
 def teacher_experts(bundle: ModelBundle) -> list[nn.Module]:

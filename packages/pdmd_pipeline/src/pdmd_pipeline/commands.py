@@ -181,13 +181,21 @@ def register(app: typer.Typer) -> None:
         executor: str = typer.Option(None, help="Override `executor` (local | slurm)."),
         tracking_uri: str = typer.Option(None, help="Override `tracking_uri`."),
     ) -> None:
-        """`dvc repro` of a preset in a fresh git + DVC repository (the project's own dvc.lock stays untouched)."""
-        from pdmd_pipeline.sandbox import make_sandbox, repro
+        """`dvc repro` of a preset in a fresh git + DVC repository (the project's own dvc.lock stays untouched).
+
+        A study preset (top-level `study`, e.g. experiments/presets/realscale_smoke.yaml) runs the real-scale study
+        pipeline. A loopback `tracking_uri` (http://127.0.0.1:PORT) nobody serves yet gets an MLflow server for the
+        duration (its store in the sandbox's .pdmd/mlflow), stopped afterwards."""
+        from pdmd_pipeline.sandbox import make_sandbox, mlflow_for, repro, tracking_uri_of
 
         overrides = {k: v for k, v in {"executor": executor, "tracking_uri": tracking_uri}.items() if v}
         root = make_sandbox(preset, folder, overrides)
         typer.echo(f"sandbox: {root}")
-        result = repro(root)
+        uri = tracking_uri_of(root)
+        with mlflow_for(uri, root) as started:
+            if started:
+                typer.echo(f"MLflow server for this sandbox: {uri} (store {root / '.pdmd' / 'mlflow'})")
+            result = repro(root)
         typer.echo(f"dvc repro: exit {result.returncode} in {result.seconds:.0f} s; report: {root / 'reports'}")
         if result.returncode:
             typer.echo(result.output[-4000:], err=True)

@@ -200,17 +200,16 @@ def slurm_executor(settings: ExecutorSettings, log_dir: Path, profile: SlurmProf
     return submitit_slurm_executor(profile, log_dir / "slurm", settings.job_name)
 
 
-def _run_slurm(fn: Callable[[Any], Any], specs: Sequence[Any], names: Sequence[str], settings: ExecutorSettings,
-               log_dir: Path) -> list[Any]:
+def wait_for_jobs(jobs: Sequence[Any], names: Sequence[str], label: str, poll_s: float = 1.0,
+                  all_tasks: bool = False) -> list[Any]:
+    """Block until every submitit job ends; results in input order (each job's list of per-task results with
+    `all_tasks`, e.g. multi-task distributed jobs), or `JobsFailed` naming every failed job and its log."""
     from tqdm import tqdm
 
-    executor = slurm_executor(settings, log_dir)
-    jobs = executor.map_array(fn, list(specs))
-    results: list[Any] = [None] * len(specs)
+    results: list[Any] = [None] * len(jobs)
     failures: list[tuple[str, Path, str]] = []
     remaining = dict(enumerate(jobs))
-    with tqdm(total=len(jobs), desc=f"{settings.job_name} (slurm {jobs[0].job_id.split('_')[0]})", unit="job",
-              file=sys.stderr) as bar:
+    with tqdm(total=len(jobs), desc=label, unit="job", file=sys.stderr) as bar:
         while remaining:
             for i, job in list(remaining.items()):
                 if not job.done():
@@ -218,16 +217,23 @@ def _run_slurm(fn: Callable[[Any], Any], specs: Sequence[Any], names: Sequence[s
                 del remaining[i]
                 bar.update(1)
                 try:
-                    results[i] = job.result()
+                    results[i] = job.results() if all_tasks else job.result()
                 except Exception as err:  # noqa: BLE001
                     log = Path(job.paths.stderr)
                     failures.append((f"{names[i]} (slurm job {job.job_id})", log,
                                      f"{type(err).__name__}: {str(err)[-2000:]}"))
             if remaining:
-                time.sleep(settings.poll_s)
+                time.sleep(poll_s)
     if failures:
         raise JobsFailed(failures)
     return results
+
+
+def _run_slurm(fn: Callable[[Any], Any], specs: Sequence[Any], names: Sequence[str], settings: ExecutorSettings,
+               log_dir: Path) -> list[Any]:
+    executor = slurm_executor(settings, log_dir)
+    jobs = executor.map_array(fn, list(specs))
+    return wait_for_jobs(jobs, names, f"{settings.job_name} (slurm {jobs[0].job_id.split('_')[0]})", settings.poll_s)
 
 
 def run_jobs(fn: Callable[[Any], Any], specs: Sequence[Any], names: Sequence[str], settings: ExecutorSettings,

@@ -19,6 +19,14 @@ def _read_prompts(path: Path) -> list[str]:
     return prompts
 
 
+def _resolution(text: str) -> tuple[int, int, int]:
+    try:
+        frames, height, width = (int(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected FRAMES,HEIGHT,WIDTH (e.g. 81,480,832), got {text!r}") from None
+    return frames, height, width
+
+
 def dtype_option(name: str):
     import torch
 
@@ -66,7 +74,8 @@ def register(app: typer.Typer) -> None:
         prompt_cache: Path = typer.Option(..., exists=True, dir_okay=False, help="the prompts' embedding cache"),
         model_path: str = typer.Option(..., help="diffusers Wan I2V/TI2V model folder (its vae/)"),
         out: Path = typer.Option(..., help="output .safetensors (rows aligned with the prompt cache)"),
-        resolution: str = typer.Option(..., help="FRAMES,HEIGHT,WIDTH of the training videos"),
+        resolution: list[str] = typer.Option(..., help="FRAMES,HEIGHT,WIDTH of the training videos; repeat it for "
+                                                       "every entry of a resolution mixture"),
         mode: str = typer.Option("i2v", help="i2v (Wan2.2-I2V-A14B) or ti2v (Wan2.2-TI2V-5B)"),
     ) -> None:
         """VAE-encode each prompt's first frame into the I2V condition the trainer feeds the transformer."""
@@ -77,9 +86,9 @@ def register(app: typer.Typer) -> None:
 
         images = read_image_pairs(pairs)
         vae = AutoencoderKLWan.from_pretrained(model_path, subfolder="vae").eval()
-        frames, height, width = (int(v) for v in resolution.split(","))
+        resolutions = [_resolution(text) for text in resolution]
         prompts = load_prompt_embeddings(prompt_cache).prompts
-        conditions = save_i2v_cache(vae, prompts, images, (frames, height, width), mode, str(out))
+        conditions = save_i2v_cache(vae, prompts, images, resolutions, mode, str(out))
         typer.echo(f"cached {', '.join(f'{k} {tuple(v.shape)}' for k, v in conditions.items())} -> {out}")
 
     @app.command("export", rich_help_panel=PANEL)

@@ -1,12 +1,14 @@
 """Export distilled generator experts in diffusers-loadable form, with a manifest describing the student.
 
 Layout of an export folder:
-  pdmd_export.json   family, Wan mode, format, the N-step schedule, which steps each expert runs, which
-                     base-model subfolder each expert starts from, the WanPipeline boundary (2 experts)
+  pdmd_export.json   family, Wan mode, format, the N-step schedule, the transport between steps (euler, or
+                     renoise: x̂_0 + fresh noise as the student was trained), which steps each expert runs,
+                     which base-model subfolder each expert starts from, the WanPipeline boundary
   expert_<k>/        format "lora": pytorch_lora_weights.safetensors in diffusers' LoRA format with its
                      rank/alpha metadata (`pipeline.load_lora_weights(folder)` reads it);
                      format "full": a diffusers transformer folder (`save_pretrained`), LoRA merged if any
-  scheduler/         Wan: FixedScheduleEulerScheduler holding the student's own step times
+  scheduler/         FixedScheduleEulerScheduler holding the student's own step times and transport
+                     (`stochastic_sampling=True` for renoise)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pdmd_core.realscale.timesteps import expert_boundary_ratio, scheduler_sigma
 
 MANIFEST_NAME = "pdmd_export.json"
 FORMATS = ("lora", "full")
+TRANSPORTS = ("euler", "renoise")
 
 
 @dataclass
@@ -44,6 +47,7 @@ class ExportManifest:
     wan_mode: str = "t2v"
     boundary_ratio: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    transport: str = "euler"  # written by every export; `read` refuses manifests that do not state it
 
     @property
     def num_steps(self) -> int:
@@ -61,6 +65,10 @@ class ExportManifest:
         if not path.exists():
             raise FileNotFoundError(f"{path} missing: {folder} is not a pdmd export folder (`pdmd export`)")
         raw = json.loads(path.read_text())
+        if raw.get("transport") not in TRANSPORTS:
+            raise ValueError(f"{path}: transport = {raw.get('transport')!r}, expected one of {TRANSPORTS}; an export "
+                             f"without it may have been trained with re-noise steps but would sample with Euler "
+                             f"steps: export the run again with `pdmd export`")
         raw["experts"] = [ExpertEntry(**e) for e in raw["experts"]]
         return ExportManifest(**raw)
 
@@ -119,13 +127,35 @@ def export_student(generator: Any, bundle: Any, cfg: Any, out_dir: Path | str, f
             _save_full(transformer, generator.adapter_name(e) if lora else None, out / name)
         entries.append(ExpertEntry(name, name, first, count, subfolders[generator.source_of_expert[e]]))
     timesteps = [float(t) for t in generator.timesteps]
-    boundary = expert_boundary_ratio(timesteps, runs[1][0]) if family == "wan" and len(runs) == 2 else None
+    boundary = _wan_boundary(entries, timesteps) if family == "wan" else None
     manifest = ExportManifest(family, fmt, timesteps, entries, bundle.extras.get("mode", "t2v"), boundary,
-                              {"architecture": bundle.extras.get("architecture"), "method": cfg.method})
+                              {"architecture": bundle.extras.get("architecture"), "method": cfg.method},
+                              cfg.transport)
     scheduler_sigmas(timesteps)  # validates the schedule
-    FixedScheduleEulerScheduler.for_schedule(timesteps).save_pretrained(out / "scheduler")
+    FixedScheduleEulerScheduler.for_schedule(timesteps, cfg.transport).save_pretrained(out / "scheduler")
     (out / MANIFEST_NAME).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     return manifest
+
+
+def wan_pipeline_slots(experts: list[ExpertEntry]) -> list[list[int]]:
+    """Which experts each WanPipeline transformer runs: [[experts on `transformer`], [on `transformer_2`]].
+
+    Up to two experts: one per transformer (its own base weights). More (e.g. 4 phases): the experts that start
+    from the base `transformer` run on it and those from `transformer_2` on that one, each switched in for its
+    own steps; the high-noise group must come first, as WanPipeline routes the early steps to `transformer`."""
+    if len(experts) <= 2:
+        return [[i] for i in range(len(experts))]
+    order = list(dict.fromkeys(e.base_subfolder for e in experts))
+    slots = [[i for i, e in enumerate(experts) if e.base_subfolder == base] for base in order]
+    if any(slot != list(range(slot[0], slot[-1] + 1)) for slot in slots) or len(slots) > 2:
+        raise ValueError(f"experts must run in contiguous groups per base transformer (at most two), got "
+                         f"{[e.base_subfolder for e in experts]}")
+    return slots
+
+
+def _wan_boundary(entries: list[ExpertEntry], timesteps: list[float]) -> float | None:
+    slots = wan_pipeline_slots(entries)
+    return expert_boundary_ratio(timesteps, entries[slots[1][0]].first_step) if len(slots) == 2 else None
 
 
 def _save_full(transformer: nn.Module, adapter: str | None, folder: Path) -> None:

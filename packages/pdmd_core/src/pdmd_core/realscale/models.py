@@ -4,7 +4,8 @@ Builder params (validated; unknown keys are rejected):
   architecture   name in `realscale.architectures.ARCHITECTURES` (e.g. wan2.2-t2v-a14b, qwen-image, tiny-wan2.2)
   model_path     diffusers-format folder (or hub id) holding the weights; default: the architecture's repo id
   prompt_cache   safetensors written by `pdmd embed-prompts` (required to train; not for --dry-run)
-  i2v_cache      safetensors with per-prompt first-frame conditions (`pdmd embed-images`), I2V/TI2V only
+  i2v_cache      safetensors with per-prompt first-frame conditions (`pdmd embed-images`), I2V/TI2V only;
+                 one table per training resolution (all entries of a mixture), checked when the model is built
   resolution     [frames, height, width] in pixels of the training samples
   resolutions    optional mixture [[frames, height, width, probability], ...] (paper §3.7): each batch's
                  shape is drawn from it (bundle extra `sample_shape_sampler`); the memory plan takes its
@@ -194,7 +195,8 @@ def _velocity(kind: str, arch: Architecture, transformer: nn.Module) -> nn.Modul
     return QwenImageVelocity(transformer)
 
 
-def _prompt_source(kind: str, params: RealScaleParams, arch: Architecture, device: torch.device) -> Any:
+def _prompt_source(kind: str, params: RealScaleParams, arch: Architecture, device: torch.device,
+                   shapes: list[tuple[int, ...]]) -> Any:
     if params.prompt_cache is None or device.type == "meta":
         return _NoPromptSource(kind)
     encoder = CachedPromptEncoder.from_file(params.prompt_cache, device, _DTYPES[params.dtype])
@@ -202,10 +204,28 @@ def _prompt_source(kind: str, params: RealScaleParams, arch: Architecture, devic
     if arch.mode in ("i2v", "ti2v"):
         if params.i2v_cache is None:
             raise ValueError(f"{params.architecture} is image-to-video: set `i2v_cache` (`pdmd embed-images`)")
-        from safetensors.torch import load_file
-
-        extras = load_file(params.i2v_cache)
+        extras = first_frame_tables(params.i2v_cache, arch.mode, shapes)
     return CachedPromptSource(encoder, extras)
+
+
+def first_frame_tables(path: str, mode: str, shapes: list[tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """The I2V/TI2V condition tables of `path`; every latent shape training draws must have one (a resolution
+    mixture would otherwise fail on the batches of its other resolutions)."""
+    from safetensors.torch import load_file
+
+    from pdmd_core.realscale.wan import condition_grid
+
+    key = "i2v_condition" if mode == "i2v" else "first_frame_latent"
+    tables = {k: v for k, v in load_file(path).items() if k == key or k.startswith(key + "@")}
+    if not tables:
+        raise ValueError(f"i2v_cache {path} holds no {key!r} tables (written by `pdmd embed-images --mode {mode}`)")
+    cached = {condition_grid(key, tuple(v.shape)) for v in tables.values()}
+    missing = sorted({condition_grid(key, (1, *s)) for s in shapes} - cached)
+    if missing:
+        raise ValueError(f"i2v_cache {path} has first-frame conditions for latent grids {sorted(cached)} but training "
+                         f"draws {missing} too: run `pdmd embed-images` with one --resolution per entry of "
+                         f"`resolution`/`resolutions`")
+    return tables
 
 
 def materialize_role(module: nn.Module, device: torch.device) -> None:
@@ -240,11 +260,13 @@ def build_realscale(kind: str, raw: dict[str, Any], device: torch.device) -> Mod
         "expert_subfolders": arch.expert_subfolders,
         "params": params, "memory_plan": _memory_plan_fn(params, arch, plan_shape),
         "autocast_dtype": _DTYPES[params.autocast_dtype] if params.autocast_dtype else None,
+        "cfg_token_patch": _token_patch(kind, arch),
     }
     if params.resolutions:
         extras["sample_shape_sampler"] = ResolutionMixture(
             [latent_shape(arch, f, h, w) for f, h, w, _ in params.resolutions], [p for *_, p in params.resolutions])
-    common = dict(prompt_source=_prompt_source(kind, params, arch, device), sample_shape=shape,
+    shapes = [latent_shape(arch, f, h, w) for f, h, w, _ in params.resolutions] if params.resolutions else [shape]
+    common = dict(prompt_source=_prompt_source(kind, params, arch, device, shapes), sample_shape=shape,
                   lora_target_modules=list(LORA_TARGETS[kind]), name=params.architecture, extras=extras,
                   materialize=materialize_role if device.type != "meta" and params.loads_sharded() else None)
     if arch.is_moe:
@@ -252,6 +274,13 @@ def build_realscale(kind: str, raw: dict[str, Any], device: torch.device) -> Mod
         return ModelBundle(MoEVelocity(experts, arch.boundary), moe_boundary=arch.boundary,
                            teacher_experts=experts, **common)  # type: ignore[arg-type]
     return ModelBundle(experts[0], **common)  # type: ignore[arg-type]
+
+
+def _token_patch(kind: str, arch: Architecture) -> tuple[int, ...]:
+    """The latent block one transformer token covers (teacher_cfg form `true_cfg` normalises per token):
+    Qwen-Image packs 2x2 latents per token; Wan patchifies (1, 2, 2) over (frames, height, width)."""
+    patch = arch.transformer["patch_size"]
+    return (patch, patch) if kind == "qwen_image" else tuple(patch)
 
 
 def _memory_plan_fn(params: RealScaleParams, arch: Architecture, shape: tuple[int, ...]):

@@ -81,6 +81,48 @@ def tiny_wan22_pipeline(prompts: list[str]) -> Any:
                        transformer_2=tiny_wan_transformer(4), boundary_ratio=0.875)
 
 
+def tiny_wan22_i2v_pipeline(prompts: list[str]) -> Any:
+    """A Wan2.2-I2V-style two-expert WanImageToVideoPipeline (boundary 0.9; 3 x z_dim input channels: noisy
+    latent, frame mask (temporal factor 4 = z_dim here), image latent), tiny."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+
+    tokenizer = tiny_tokenizer(prompts)
+    channels = 3 * TINY_Z_DIM
+    return WanImageToVideoPipeline(
+        tokenizer=tokenizer, text_encoder=tiny_umt5_encoder(1, len(tokenizer)), vae=tiny_wan_vae(2),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), transformer=tiny_wan_transformer(3, in_channels=channels),
+        transformer_2=tiny_wan_transformer(4, in_channels=channels), boundary_ratio=0.9)
+
+
+# Words of QwenImagePipeline's prompt template: the tiny word-level tokenizer must know them too.
+QWEN_TEMPLATE_WORDS = ("<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, "
+                       "quantity, text, spatial relationships of the objects and background:<|im_end|>\n"
+                       "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n")
+
+
+def tiny_qwen_pipeline(prompts: list[str]) -> Any:
+    """A QwenImagePipeline (shift 3), tiny, with a Qwen2.5-VL text encoder knowing `prompts`."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline
+
+    tokenizer = tiny_tokenizer([*prompts, QWEN_TEMPLATE_WORDS])
+    return QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=tiny_qwen_vae(2),
+                             text_encoder=tiny_qwen25vl_encoder(1, len(tokenizer)), tokenizer=tokenizer,
+                             transformer=tiny_qwen_transformer(3))
+
+
+TINY_PIPELINES = {"tiny-wan2.2": tiny_wan22_pipeline, "tiny-wan2.2-i2v": tiny_wan22_i2v_pipeline,
+                  "tiny-qwen-image": tiny_qwen_pipeline}
+
+
+def save_tiny_base(architecture: str, prompts: list[str], folder: Any) -> Any:
+    """Write a tiny random base model of `architecture` as a diffusers folder whose tokenizer knows `prompts`
+    (smoke studies and tests: same classes as the released models, random weights)."""
+    if architecture not in TINY_PIPELINES:
+        raise ValueError(f"no tiny base model for architecture {architecture!r}; tiny ones: {sorted(TINY_PIPELINES)}")
+    TINY_PIPELINES[architecture](prompts).save_pretrained(folder)
+    return folder
+
+
 def tiny_qwen_vae(seed: int) -> Any:
     from diffusers import AutoencoderKLQwenImage
 

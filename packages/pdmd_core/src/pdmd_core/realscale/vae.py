@@ -96,16 +96,27 @@ def read_image_pairs(pairs: str | Path) -> dict[str, str]:
     return images
 
 
-def save_i2v_cache(vae: Any, prompts: list[str], images: dict[str, str], resolution: tuple[int, int, int],
-                   mode: str, out: str) -> dict[str, Tensor]:
-    """First-frame conditions for every prompt of a prompt cache (rows aligned with it), saved to `out`."""
+def condition_key(name: str, resolution: tuple[int, int, int]) -> str:
+    """The cache key of one resolution's first-frame conditions, e.g. `i2v_condition@81x480x832`."""
+    frames, height, width = resolution
+    return f"{name}@{frames}x{height}x{width}"
+
+
+def save_i2v_cache(vae: Any, prompts: list[str], images: dict[str, str],
+                   resolutions: list[tuple[int, int, int]], mode: str, out: str) -> dict[str, Tensor]:
+    """First-frame conditions for every prompt of a prompt cache (rows aligned with it), one table per training
+    resolution (`condition_key`: a resolution mixture trains on each of its entries), saved to `out`."""
     from safetensors.torch import save_file
 
     missing = [p for p in prompts if p not in images]
     if missing:
         raise KeyError(f"{len(missing)} prompt(s) of the cache have no image, e.g. {missing[0]!r}")
-    frames, height, width = resolution
-    pixels = torch.stack([load_image(images[p], height, width) for p in prompts])
-    conditions = i2v_conditions(vae, pixels, frames, mode)
-    save_file({k: v.contiguous() for k, v in conditions.items()}, out)
-    return conditions
+    if not resolutions:
+        raise ValueError("give at least one training resolution (frames, height, width)")
+    tables: dict[str, Tensor] = {}
+    for frames, height, width in dict.fromkeys(tuple(r) for r in resolutions):
+        pixels = torch.stack([load_image(images[p], height, width) for p in prompts])
+        for name, table in i2v_conditions(vae, pixels, frames, mode).items():
+            tables[condition_key(name, (frames, height, width))] = table.contiguous()
+    save_file(tables, out)
+    return tables

@@ -11,6 +11,9 @@ eps - x_0 directly, so the adapter only converts the time and arranges the condi
   transformer's output there: any Euler schedule then ends on the conditioning frame (the pipeline pastes it
   back after its last step), x_0-predictions of frame 0 are the condition itself, and DMD / flow-matching
   losses on those tokens vanish instead of training the transformer on outputs the pipeline throws away.
+First-frame conditions depend on the resolution. A resolution mixture caches one table per resolution
+(`i2v_condition@FxHxW`, `vae.condition_key`) and the conditioning carries all of them; the adapter uses the one
+whose latent frames/height/width match x_t and names the cached shapes when none does.
 Prompt embeddings are zero-padded by the Wan text pipeline and the transformer attends to the padding, so
 `cond.mask` is not used (keeping it would change the model's function).
 """
@@ -56,9 +59,9 @@ class WanVelocity(nn.Module):
         hidden = x_t
         timestep = to_wan_timestep(t)
         if self.mode == "i2v":
-            hidden = torch.cat([x_t, _extra(cond, "i2v_condition", batch).to(x_t.dtype)], dim=1)
+            hidden = torch.cat([x_t, first_frame_condition(cond, "i2v_condition", x_t).to(x_t.dtype)], dim=1)
         elif self.mode == "ti2v":
-            first = _extra(cond, "first_frame_latent", batch).to(x_t.dtype)
+            first = first_frame_condition(cond, "first_frame_latent", x_t).to(x_t.dtype)
             hidden = torch.cat([first, x_t[:, :, 1:]], dim=2)
             timestep = ti2v_token_timesteps(timestep, x_t.shape, self.transformer.config.patch_size)
         out = self.transformer(
@@ -91,10 +94,24 @@ def ti2v_token_timesteps(timestep: Tensor, latent_shape: torch.Size, patch_size:
     return timestep[:, None] * token_scale[None, :]
 
 
-def _extra(cond: Conditioning, key: str, batch: int) -> Tensor:
-    if key not in cond.extras:
+def condition_grid(key: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The latent grid a first-frame condition (B, C, F, H, W) fixes: (F, H, W) for `i2v_condition`, (H, W) for
+    `first_frame_latent` (one frame); `shape` may be a condition's or the latents' (B, C, F, H, W)."""
+    return tuple(shape[2:]) if key == "i2v_condition" else tuple(shape[3:])
+
+
+def first_frame_condition(cond: Conditioning, key: str, x_t: Tensor) -> Tensor:
+    """The conditioning's `key` table (plain or `key@FxHxW`) whose latent grid matches x_t's."""
+    tables = {k: v for k, v in cond.extras.items() if k == key or k.startswith(key + "@")}
+    if not tables:
         raise KeyError(f"this Wan mode needs cond.extras[{key!r}]; present: {sorted(cond.extras)}")
-    value = cond.extras[key]
-    if value.shape[0] != batch:
-        raise ValueError(f"cond.extras[{key!r}] has batch {value.shape[0]}, latents have {batch}")
-    return value
+    want = condition_grid(key, tuple(x_t.shape))
+    for name, value in tables.items():
+        if condition_grid(key, tuple(value.shape)) == want:
+            if value.shape[0] != x_t.shape[0]:
+                raise ValueError(f"cond.extras[{name!r}] has batch {value.shape[0]}, latents have {x_t.shape[0]}")
+            return value
+    cached = {name: condition_grid(key, tuple(v.shape)) for name, v in tables.items()}
+    raise ValueError(f"no {key} for latents {tuple(x_t.shape[1:])} (latent grid {want}); cached: {cached}. Cache the "
+                     f"first frames at every training/sampling resolution (`pdmd embed-images --resolution F,H,W`, "
+                     f"once per resolution)")

@@ -25,6 +25,10 @@ def int_ranges(text: str) -> list[int]:
 
 
 def register(app: typer.Typer) -> None:
+    from pdmd_pipeline.study.commands import register as register_study
+
+    register_study(app, PANEL)
+
     @app.command("sample", rich_help_panel=PANEL)
     def sample_cmd(
         export: Path = typer.Option(..., exists=True, file_okay=False, help="folder written by `pdmd export`"),

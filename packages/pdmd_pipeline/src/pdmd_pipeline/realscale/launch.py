@@ -172,7 +172,9 @@ def submit_training(config: str | Path | DistillConfig, run_dir: str | Path, pro
     from pdmd_pipeline.realscale.slurm import distributed_executor, load_distributed_profile
 
     profile = load_distributed_profile(profile_path)
-    name = "config" if isinstance(config, DistillConfig) else Path(config).stem
+    # a study's run: name the job after its run folder (arm / seed), a config file: after the file
+    run = Path(run_dir)
+    name = f"{run.parent.name}-{run.name}" if isinstance(config, DistillConfig) else Path(config).stem
     executor = distributed_executor(profile, Path(run_dir) / "slurm", name=f"pdmd-{name}")
     payload = config if isinstance(config, DistillConfig) else str(Path(config).resolve())
     return executor.submit(CheckpointableTraining(), payload, str(Path(run_dir).resolve()), overrides, None, tracking)

@@ -44,12 +44,14 @@ def distributed_executor(profile: DistributedSlurmProfile, folder: Path, name: s
 
 
 def export_torch_env_from_slurm() -> None:
-    """Inside a multi-task SLURM job (and not under torchrun): set the torch.distributed variables from SLURM's."""
+    """Inside a multi-task SLURM job (and not under torchrun): set the torch.distributed variables from SLURM's.
+    A MASTER_PORT the profile exports (its `setup` lines) is kept: submitit reads it instead of drawing a port."""
     if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_JOB_ID" not in os.environ:
         return
     from submitit.helpers import TorchDistributedEnvironment
 
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    # overwrite=True: submitit refuses to export over a MASTER_PORT it has itself just read from the environment
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
 def run_as_slurm_rank(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
