@@ -41,8 +41,10 @@ def tiny_preset() -> dict:
     params = yaml.safe_load((ROOT / "experiments" / "presets" / "smoke.yaml").read_text())
     params["seeds"] = [0]
     params["iterations"] = 4
-    params["eval"]["seeds_per_prompt"] = 2
+    params["eval"]["seeds_per_prompt"] = 4  # the per-prompt k-NN precision/recall (k = 3) needs more than k
     params["arms"] = {k: params["arms"][k] for k in ("dmd", "phased_k2_sgts")}
+    params["extra_seeds"] = {"seeds": [], "arms": []}
+    params["convergence"]["arms"] = ["phased_k2_sgts"]
     mog2d = params["benchmarks"]["mog2d"]
     mog2d["arms"] = ["dmd", "phased_k2_sgts"]
     mog2d["teacher"]["train"]["iterations"] = 30

@@ -12,7 +12,10 @@ from pdmd_core.cli import app
 from pdmd_core.config import load_config
 from pdmd_core.realscale.architectures import get_architecture
 
-PRESETS = sorted((Path(__file__).resolve().parents[2] / "experiments" / "realscale").glob("*.yaml"))
+# the run configs beside the study's own files (its DVC pipeline and params)
+STUDY_FILES = {"dvc.yaml", "params.yaml"}
+PRESETS = sorted(p for p in (Path(__file__).resolve().parents[2] / "experiments" / "realscale").glob("*.yaml")
+                 if p.name not in STUDY_FILES)
 EXPECTED_BASES = {"wan22_t2v_a14b", "wan22_i2v_a14b", "qwen_image", "wan21_t2v_1p3b"}
 
 pytestmark = pytest.mark.slow

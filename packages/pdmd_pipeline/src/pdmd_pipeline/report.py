@@ -419,11 +419,13 @@ def _budget_section(benchmark: str, budget: dict[str, Any] | None) -> list[str]:
                 f"{'sits' if plateau['on_plateau'] else 'does not sit'} on a plateau")
     if worst:
         frac, arm, metric = max(worst)
-        sentence += (f": the largest change above it is {arm}'s {metric}, {frac:.0%} of the range between arms "
+        size = (f"{frac:.0%} of the range between arms" if np.isfinite(frac) else
+                "a change although the arms do not differ at the default budget (range 0)")
+        sentence += (f": the largest change above it is {arm}'s {metric}, {size} "
                      f"(plateau: ≤ {C.PLATEAU_FRACTION:.0%} for every arm and metric)")
     sentence += (f"; {len(stable)} of {len(budget['rows'])} claim directions at the default budget are the same at "
                  f"every larger budget (one training seed, seed {budget['seed']}). "
-                 f"[convergence.png]({benchmark}/convergence.png)")
+                 f"[convergence.png](figures/{benchmark}/convergence.png)")
     head = ("| claim | comparison | " + " | ".join(f"{b} ({b / default:g}×)" for b in budgets)
             + " | verdict at default (all seeds) |")
     lines = [sentence, "", head, "|---|---|" + "---|" * (len(budgets) + 1)]
@@ -515,7 +517,7 @@ def stage_report(params: PipelineParams, layout: Layout) -> str:
                      f"{f.get('executor')} | {f.get('distill_seconds')} s | {f.get('iterations')} | {conv_cell} |")
     lines += ["", "## Per-benchmark tables", ""]
     lines += [f"- [{b}]({b}/results.md): tables (md/csv/tex), figures, [claims]({b}/claims.md), "
-              f"[convergence]({b}/convergence.png)" for b in benches]
+              f"[convergence](figures/{b}/convergence.png)" for b in benches]
     text = "\n".join(lines) + "\n"
     layout.readme().parent.mkdir(parents=True, exist_ok=True)
     layout.readme().write_text(text)
