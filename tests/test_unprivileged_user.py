@@ -112,9 +112,11 @@ def user_clone(normal_user, tmp_path_factory):
             shutil.copy2(src, clone / rel)
     share_venv(ROOT / ".venv", clone / ".venv")
     (clone / "params.yaml").write_text(yaml.safe_dump(tiny_preset(), sort_keys=False))
-    for stale in ("dvc.lock", "reports"):  # the project's own results: this user produces fresh ones
-        path = clone / stale
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    # the project's own results: this user produces fresh ones (the report's input verdicts_before.json stays)
+    (clone / "dvc.lock").unlink(missing_ok=True)
+    for path in (clone / "reports").iterdir():
+        if path.name != "verdicts_before.json":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     if normal_user.created:
         subprocess.run(["chown", "-R", f"{normal_user.name}:{normal_user.name}", str(clone)], check=True)
     setup = normal_user.run("git init -q && git add -A && git -c user.email=u@pdmd.local -c user.name=u commit -qm "
@@ -161,7 +163,7 @@ def test_make_repro_as_a_normal_user(normal_user, user_clone):
     assert readme.is_file() and "mog2d" in readme.read_text()
     lock = yaml.safe_load((user_clone / "dvc.lock").read_text())["stages"]
     assert set(lock) == {f"{s}@mog2d" for s in ("data", "teacher", "teacher_check", "distill", "sample",
-                                                 "evaluate", "tables")} | {"report"}
+                                                 "evaluate", "convergence", "tables")} | {"report", "toy1d"}
     uid = pwd.getpwnam(normal_user.name).pw_uid
     for path in (user_clone / "mlflow.db", user_clone / "runs" / "distill" / "mog2d" / "sweep.json",
                  user_clone / ".pdmd" / "mlflow-spool"):
