@@ -39,8 +39,10 @@ import yaml
 from pdmd_pipeline.reliability.scenarios import FaultOutcome
 
 PROMPTS = ["a red cat", "a blue dog sitting", "photo of a cat", "the dog runs"]
-ITERATIONS = [12, 12]  # ~1 minute of 2-rank training here: after the time limit's cut, longer than slurmctld's
-# 30 s between time-limit checks, so the signal always lands mid-run
+# After the time limit's cut the run must outlast slurmctld's 30 s between time-limit checks, so that the signal
+# lands mid-run: 24 steps took ~60 s on a busy 2-core machine but only ~23 s on an idle one (the signal then came
+# after the last step and no requeue happened), so 48 steps.
+ITERATIONS = [24, 24]
 CHECKPOINT_EVERY = 2
 SAVE_STALLED_AT = 6  # a periodic checkpoint step
 
