@@ -99,12 +99,7 @@ def plot_headline(results: dict[str, dict[str, Any]], arms: list[str], headline:
                color=[colors[a] for a in names])
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{metric} {res[0].direction}", fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title)
 
 
 def plot_curves(curves: dict[str, dict[str, np.ndarray]], path: Path, title: str) -> Path:
@@ -123,12 +118,7 @@ def plot_curves(curves: dict[str, dict[str, np.ndarray]], path: Path, title: str
         ax.set_xlabel("generator iteration")
         ax.set_title(metric, fontsize=9)
     axes[0][0].legend(fontsize=6)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, title)
 
 
 def group_run_dirs(runs: list[dict[str, Any]], run_dir: Any) -> dict[str, list[Path]]:
@@ -137,3 +127,12 @@ def group_run_dirs(runs: list[dict[str, Any]], run_dir: Any) -> dict[str, list[P
     for run in runs:
         out[run["arm"]].append(run_dir(run["arm"], int(run["seed"])))
     return dict(out)
+
+
+def _save(plt: Any, fig: Any, path: Path, title: str) -> Path:
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

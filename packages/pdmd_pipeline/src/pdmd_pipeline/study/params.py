@@ -24,13 +24,22 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pdmd_core.config import DistillConfig
 from pdmd_pipeline.params import ParamsError, deep_merge
+
+
+def _distinct_seeds(v: list[int]) -> list[int]:
+    if not v or len(set(v)) != len(v):
+        raise ValueError(f"seeds must be a non-empty list of distinct ints, got {v}")
+    return v
+
+
+Seeds = Annotated[list[int], AfterValidator(_distinct_seeds)]
 
 STUDY_PARAMS = "experiments/realscale/params.yaml"
 TASKS = ("t2v", "i2v", "t2i")
@@ -52,17 +61,10 @@ class EvalSet(_Strict):
     prompts: str = Field(description="text file, one prompt per line (experiments/realscale/prompts/*.txt)")
     images: str | None = Field(None, description='I2V: JSONL of {"prompt": ..., "image": PATH} (first frames)')
     resolution: tuple[int, int, int] = Field(description="[frames, height, width] in pixels (frames 1: images)")
-    seeds: list[int] = Field(description="sample seeds per prompt (paper: 0-7 for diversity, 42 for motion)")
+    seeds: Seeds = Field(description="sample seeds per prompt (paper: 0-7 for diversity, 42 for motion)")
     max_prompts: int | None = Field(None, ge=1, description="use the first N prompts (None: all)")
     fps: float = Field(16.0, gt=0, description="frame rate written into the MP4s (Wan2.1/2.2 A14B: 16; the VBench "
                                                "dynamic degree samples frames at ≈ 8 fps from it)")
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError(f"seeds must be a non-empty list of distinct ints, got {v}")
-        return v
 
 
 class TextParams(_Strict):
@@ -159,7 +161,7 @@ class StudyParams(_Strict):
     torch_threads: int = Field(1, ge=1)
     sets_per_sample_job: int = Field(1, ge=1, description="sample sets per sample job (1: one GPU job per set; "
                                                           "more: fewer process start-ups, e.g. on CPU)")
-    seeds: list[int] = Field(description="training seeds of every arm")
+    seeds: Seeds = Field(description="training seeds of every arm")
     iterations: int = Field(ge=1, description="generator iterations per run, the same for every arm")
     arms: dict[str, dict[str, Any]]
     models: dict[str, ModelParams]
@@ -171,13 +173,6 @@ class StudyParams(_Strict):
     def _slug(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
             raise ValueError(f"study must be a name of letters, digits, '_', '.', '-', got {v!r}")
-        return v
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError(f"seeds must be a non-empty list of distinct ints, got {v}")
         return v
 
     @model_validator(mode="after")
