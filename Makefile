@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONHASHSEED := 0
 
-.PHONY: setup system-packages repro test lint typecheck pytest ui smoke clean-services
+.PHONY: setup system-packages repro test test-fast lint typecheck pytest ui smoke clean-services
 
 # Python only, for any user (no root): the main job needs nothing else.
 setup:
@@ -29,12 +29,21 @@ lint: setup
 typecheck: setup
 	$(VENV)/mypy
 
+# Two xdist workers (the CI box has 2 cores); tests that share a world (the SLURM cluster, the smoke sandbox, a
+# module's fixtures) stay on one worker (groups: tests/conftest.py). The 30 slowest tests are printed at the end.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS := -n $(PYTEST_WORKERS) --dist loadgroup --durations=30
+
 # pytest exits 5 when it collected no tests: for this project that is a broken suite, not a pass.
 pytest: setup
-	@$(VENV)/pytest; rc=$$?; \
+	@$(VENV)/pytest $(PYTEST_ARGS) $(LAYERS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; exit $$rc
 
 test: setup system-packages lint typecheck pytest
+
+# The inner loop: unit + integration layers only (no SLURM, no services, no system packages), minutes.
+test-fast: setup
+	@$(MAKE) --no-print-directory pytest LAYERS="tests/unit tests/integration"
 
 clean-services:
 	-$(VENV)/pdmd mlflow stop

@@ -1,7 +1,12 @@
-"""Session services for the suite: a real single-node SLURM cluster and a real MLflow tracking server.
+"""The suite's shared set-up: session services (a real single-node SLURM cluster and a real MLflow tracking server,
+each started on first use and stopped at the end; `pytest_sessionfinish` fails the run if a daemon the fixtures
+started is still alive afterwards), the shared worlds of `tests/support` (tiny diffusers base models, the smoke
+sandbox, the evaluation networks), one torch thread per test process, and the xdist groups.
 
-Each is started on first use by a session fixture and stopped at the end; `pytest_sessionfinish` fails the
-run if a daemon the fixtures started is still alive afterwards.
+Layers: `tests/unit` (pure functions and single modules), `tests/integration` (a stage, a job, a CLI, a
+multi-process run; no SLURM, no services), `tests/system` (end to end: SLURM, MLflow servers, DVC sandboxes, the
+real-scale smoke study, the unprivileged user, the fault scenarios). `make test` runs all three on two xdist
+workers; `make test-fast` runs the first two.
 """
 
 from __future__ import annotations
@@ -12,6 +17,40 @@ import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 _started_by_suite: dict[str, object] = {}
+
+# fixtures shared by every layer (tests/support is on sys.path through `pythonpath` in pyproject.toml)
+pytest_plugins = ["eval_helpers", "realscale_fixtures", "smoke_fixtures"]
+
+# Tests that share one expensive world run on the same xdist worker (`--dist loadgroup`): the machine's single
+# SLURM cluster (its tests also wait on one scheduler, so running them side by side only slows each down) and
+# the smoke sandbox. Every other test is grouped with its module, so module-scoped fixtures are built once.
+SERVICE_GROUPS = {"smoke_repo": "smoke-sandbox", "slurm_cluster": "slurm"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    slurm_modules = {item.module.__name__ for item in items
+                     if "slurm_cluster" in getattr(item, "fixturenames", ())}
+    for item in items:
+        if any(m.name == "xdist_group" for m in item.iter_markers()):
+            continue
+        fixtures = getattr(item, "fixturenames", ())
+        group = next((g for f, g in SERVICE_GROUPS.items() if f in fixtures), None)
+        if group is None and item.module.__name__ in slurm_modules:
+            group = "slurm"  # the module's other tests share its module-scoped fixtures with the SLURM ones
+        item.add_marker(pytest.mark.xdist_group(group or item.module.__name__))
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One torch thread per test process: two xdist workers share the 2-core CI box, and on it two threads per
+    process ran ~10x slower when the other core was busy."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)

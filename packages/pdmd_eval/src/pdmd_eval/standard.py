@@ -8,9 +8,9 @@ Grey images are repeated to RGB; float samples are quantised by ``round(x·255)`
 Weights: ``$PDMD_WEIGHTS_DIR/fid/weights-inception-2015-12-05-6726825d.pth`` (torch-fidelity's release file).
 With these weights FID values are comparable to papers that use TTUR / pytorch-fid / torch-fidelity /
 torchmetrics(``antialias=False``); clean-fid's values differ (it resizes with PIL bicubic first).
-``tests/eval/test_standard_fid.py`` shows our streamed FID equals torch-fidelity's and torchmetrics' on the same
-images within 1e-3 relative, using one set of random weights of this architecture for all of them (the real
-file is not on this machine).
+``tests/integration/eval/test_standard_fid.py`` shows our streamed FID equals torch-fidelity's and torchmetrics'
+on the same images within 1e-3 relative, using one set of random weights of this architecture for all of them
+(the real file is not on this machine).
 
 **FVD** (:class:`I3DFeatures`): the Inception-I3D network trained on Kinetics-400 (Carreira & Zisserman 2017), as
 packaged by ``cd-fvd`` (``cdfvd.third_party.i3d.pytorch_i3d.InceptionI3d``, the piergiaj PyTorch port with the

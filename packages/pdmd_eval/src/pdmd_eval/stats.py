@@ -189,7 +189,7 @@ def clustered_ci(values: object, confidence: float = 0.95) -> tuple[float, float
       tested against the between-seed mean square, G − 1 degrees of freedom).
     - A per-unit bootstrap treats the G × P units as independent: its width shrinks with √(G·P) while the
       run-to-run spread only averages out with √G, so it under-covers whenever seeds differ more than prompts
-      (tests/eval/test_stats.py measures ≈ 40 % coverage for a nominal 95 % with 3 seeds).
+      (tests/unit/eval/test_stats.py measures ≈ 40 % coverage for a nominal 95 % with 3 seeds).
     - A cluster bootstrap (resampling seeds) is correct only with many clusters: with G = 3 it amounts to a
       normal interval with the divisor G instead of G − 1, i.e. a multiplier 1.96·√(2/3) ≈ 1.6 where the t
       quantile is 4.30, and covers ≈ 75 % (also measured in the tests). The wild cluster bootstrap has only

@@ -14,7 +14,7 @@ from pdmd_core.realscale.architectures import get_architecture
 
 # the run configs beside the study's own files (its DVC pipeline and params)
 STUDY_FILES = {"dvc.yaml", "params.yaml"}
-PRESETS = sorted(p for p in (Path(__file__).resolve().parents[2] / "experiments" / "realscale").glob("*.yaml")
+PRESETS = sorted(p for p in (Path(__file__).resolve().parents[3] / "experiments" / "realscale").glob("*.yaml")
                  if p.name not in STUDY_FILES)
 EXPECTED_BASES = {"wan22_t2v_a14b", "wan22_i2v_a14b", "qwen_image", "wan21_t2v_1p3b"}
 

@@ -24,7 +24,7 @@ from pdmd_core.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
-PRESETS = Path(__file__).resolve().parents[2] / "experiments" / "realscale"
+PRESETS = Path(__file__).resolve().parents[3] / "experiments" / "realscale"
 
 
 def _train(tmp_path: Path, raw: dict, name: str = "run") -> Path:

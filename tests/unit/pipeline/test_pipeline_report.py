@@ -12,7 +12,7 @@ from pdmd_pipeline.layout import Layout
 from pdmd_pipeline.params import load_params
 from pdmd_pipeline.report import stage_report
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _comp(a="phased_k2_sgts", b="sgts", metric="pairwise_distance", verdict=C.HELD, diff=0.3, low=0.2, high=0.4,

@@ -13,7 +13,7 @@ from pdmd_core.config import config_from_dict
 from pdmd_core.student import Student
 from pdmd_pipeline.jobs import SNAPSHOT_DIR, DistillJob, TrackingTarget, run_distill
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _job(tmp_path: Path, name: str, iterations: int, snapshots: tuple[int, ...] = (), **over) -> DistillJob:

@@ -97,7 +97,7 @@ class ElementwiseVelocity(nn.Module):
         return self.a * x_t + self.b * t.reshape(-1, *([1] * (x_t.ndim - 1))) + self.c
 
 
-# ---- model kinds for dry-run tests, reachable as "core_toy_nets:<builder>" (tests/core is on sys.path)
+# ---- model kinds for dry-run tests, reachable as "core_toy_nets:<builder>" (tests/support is on sys.path)
 BUILD_DEVICES: list[str] = []
 PLAN_CALLS: list[tuple[object, dict]] = []
 

@@ -15,7 +15,7 @@ import pytest
 from pdmd_pipeline.infra.mlflow_server import free_port
 
 pytestmark = [pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_gpu_study_rehearsal_runs_every_part(tmp_path):

@@ -1,11 +1,11 @@
-"""Tiny real-class Wan2.2 / Qwen-Image base models saved as diffusers folders, and their prompt caches."""
+"""Session fixtures: tiny real-class Wan2.2 / Qwen-Image base models saved as diffusers folders, and their prompt
+caches (a pytest plugin of the root conftest: built once per test process, shared by every layer)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 
 PROMPTS = ["a red cat", "a blue dog sitting", "photo of a cat", "the dog runs"]
 
@@ -13,11 +13,6 @@ PROMPTS = ["a red cat", "a blue dog sitting", "photo of a cat", "the dog runs"]
 @pytest.fixture(scope="session")
 def prompts() -> list[str]:
     return list(PROMPTS)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from pdmd_pipeline.executors import (
     run_jobs,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_local_executor_returns_results_in_order(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CORE = "packages/pdmd_core/src/pdmd_core"
 EVAL = "packages/pdmd_eval/src/pdmd_eval"
 

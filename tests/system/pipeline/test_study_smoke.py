@@ -14,7 +14,7 @@ import yaml
 from pdmd_pipeline.infra.mlflow_server import free_port, healthy
 from pdmd_pipeline.sandbox import make_sandbox, mlflow_for, repro
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "experiments" / "presets" / "realscale_smoke.yaml"
 STAGES = ("prompts", "distill", "export", "sample", "evaluate")
 ARM_TAGS = ("method", "phases", "sgts", "steps", "seed", "arm", "git_sha", "dvc_data_md5", "teacher_md5", "sweep",

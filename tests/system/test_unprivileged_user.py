@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STAMP_INPUTS = ("requirements/lock.txt", "pyproject.toml", "packages/pdmd_core/pyproject.toml",
                 "packages/pdmd_eval/pyproject.toml", "packages/pdmd_pipeline/pyproject.toml")
 ROOT_MARKERS = ("need root", "permission denied", "sudo", "must be root", "operation not permitted")

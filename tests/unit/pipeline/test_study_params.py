@@ -12,7 +12,7 @@ from pdmd_core.config import load_config
 from pdmd_pipeline.params import ParamsError
 from pdmd_pipeline.study.params import generator_budget, load_study, resolve_run_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 REAL = ROOT / "experiments" / "realscale" / "params.yaml"
 SMOKE = ROOT / "experiments" / "presets" / "realscale_smoke.yaml"
 DMD2_PRESET = {"wan22_t2v": "wan22_t2v_a14b_dmd2_sgts.yaml", "wan22_i2v": "wan22_i2v_a14b_dmd2_sgts.yaml",

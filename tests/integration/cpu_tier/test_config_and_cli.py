@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pdmd_core.cli import app
 from pdmd_core.cpu_tier.config import BenchmarkConfig, load_config
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "experiments" / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[3] / "experiments" / "benchmarks"
 
 
 @pytest.mark.parametrize("name", ["toy1d", "mog2d", "digits", "moving_digits"])

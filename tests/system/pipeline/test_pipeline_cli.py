@@ -15,7 +15,7 @@ import pytest
 from pdmd_pipeline.infra.mlflow_server import free_port, healthy
 from pdmd_pipeline.infra.processes import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 
 

@@ -14,7 +14,7 @@ from pdmd_pipeline.params import load_params
 from pdmd_pipeline.stages.common import StageError
 from pdmd_pipeline.stages.toy1d import stage_toy1d
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TINY = {"subinterval": {"hidden": 16, "depth": 1, "iterations": 5, "batch_size": 32, "euler_steps": 4,
                         "trajectories": 10, "w1_samples": 200}}
 

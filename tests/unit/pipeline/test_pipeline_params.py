@@ -8,7 +8,7 @@ import pytest
 
 from pdmd_pipeline.params import ParamsError, load_params, resolve_run_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MODEL = {"kind": "mlp", "dim": 2}
 
 

@@ -1,5 +1,6 @@
-"""The smoke preset reproduced once per session in a sandbox git + DVC repository (`dvc repro`, every stage, two
-benchmarks): shared by the DVC, experiment and MLflow-UI tests, which leave it as they found it."""
+"""Session fixture (a pytest plugin of the root conftest): the smoke preset reproduced once per session in a
+sandbox git + DVC repository (`dvc repro`, every stage, two benchmarks), shared by the DVC, experiment and
+MLflow-UI tests, which leave it as they found it (they run on one xdist worker: group `smoke-sandbox`)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import torch
 from pdmd_core.realscale.ddp_check import compare_states, train_fake_score_steps
 from pdmd_pipeline.realscale.slurm import distributed_executor, load_distributed_profile, submit_ranks
 
-PROFILES = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
+PROFILES = Path(__file__).resolve().parents[3] / "slurm" / "profiles"
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
