@@ -70,6 +70,189 @@ def test_exported_dmd2_renoise_student_in_the_stock_pipeline_reproduces_the_trai
     # the same generator seed gives the same pipeline samples (sampling is reproducible per seed)
     again = pipe.generate(z, cond, generator=torch.Generator().manual_seed(11))
     assert torch.equal(again, via_pipeline)
+    # no silent default stream (it would be shared by every sample): the fresh noise's generator is required
+    with pytest.raises(ValueError, match="transport 'renoise'"):
+        pipe.generate(z, cond)
+
+
+# ---------------------------------------------------------------- the noise streams of one sample (prompt, seed)
+SAMPLE_SEEDS = [3, 5]
+FAMILIES = {"wan": ("tiny-wan2.2", 5.0, "tiny_wan22", "wan_prompt_cache"),
+            "qwen_image": ("tiny-qwen-image", 3.0, "tiny_qwen", "qwen_prompt_cache")}
+
+
+def test_a_samples_renoise_stream_is_reproducible_independent_of_its_initial_noise_and_its_own():
+    from pdmd_core.realscale.noise import initial_noise, renoise_generator, renoise_seed
+
+    shape = (4, 1, 4, 4)
+    for seed in (0, 3, 5, 2**40 + 3):
+        z = initial_noise(shape, seed)
+        first = torch.randn(z.shape, generator=renoise_generator(seed))
+        assert (first - z).abs().max() > 1.0  # seeded `seed` itself it would be z (difference 0)
+        assert torch.equal(first, torch.randn(z.shape, generator=renoise_generator(seed)))
+        assert renoise_seed(seed) != seed % 2**32  # torch's CPU generator reads a seed's low 32 bits
+    three, five = (torch.randn(1, *shape, generator=renoise_generator(s)) for s in (3, 5))
+    assert (three - five).abs().max() > 1.0
+    for bad in (-1, 1.5, "3", True):
+        with pytest.raises(ValueError, match="non-negative integer"):
+            renoise_generator(bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="non-negative integer"):
+            initial_noise(shape, bad)  # type: ignore[arg-type]
+
+
+def _zero_velocity_base(base: Path, family: str, out: Path) -> Path:
+    """A copy of `base` whose transformers predict velocity 0 (proj_out zeroed): a student that starts from it
+    moves x only by its transport, so a 2-step re-noise sample is (1 - t_1) z + t_1 n_0 and shows its draw n_0."""
+    import shutil
+
+    from diffusers import QwenImageTransformer2DModel, WanTransformer3DModel
+
+    shutil.copytree(base, out)
+    cls, subfolders = ((WanTransformer3DModel, ("transformer", "transformer_2")) if family == "wan"
+                       else (QwenImageTransformer2DModel, ("transformer",)))
+    for sub in subfolders:
+        model = cls.from_pretrained(out / sub)
+        with torch.no_grad():
+            model.proj_out.weight.zero_()
+            model.proj_out.bias.zero_()
+        model.save_pretrained(out / sub)
+    return out
+
+
+def _study_job(family: str, export: Path, base: Path, cache: Path, out: Path, resolution: tuple[int, int, int]):
+    from pdmd_pipeline.study.sampling import SampleJob
+
+    return SampleJob(model="tiny", architecture=FAMILIES[family][0], method="sgts", out=str(out), base=str(base),
+                     eval_cache=str(cache), resolution=resolution, seeds=SAMPLE_SEEDS, export=str(export))
+
+
+def _by_key(folder: Path) -> dict[tuple[int, int], np.ndarray]:
+    from pdmd_eval.reader import open_sample_set
+
+    reader = open_sample_set(folder)
+    return {(int(r.prompt_id), r.seed): reader.read_uint8(i) for i, r in enumerate(reader.records)}
+
+
+def _unit8(pixels: torch.Tensor) -> np.ndarray:
+    from pdmd_eval.media import to_uint8
+
+    return to_uint8(pixels.float().numpy())
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_the_renoise_draws_of_pdmd_sample_and_the_study_are_each_seeds_own_and_not_its_initial_noise(
+        family, tmp_path, request):
+    """A zero-velocity 2-step re-noise student (t = 1, t_1, 0): its sample is (1 - t_1) z + t_1 n_0, so the first
+    re-noise draw n_0 is read back from `pdmd sample`'s latents. n_0 must be the seed's re-noise stream: not z (a
+    re-noise step from t = 1 with noise z is an Euler step), not shared between seeds, the same on every run.
+    fp32: the pipeline holds t_1 as float32 (|error| <= 6e-8) and rounds each operation (~1e-7 relative on values
+    ~1-5), so n_0 is recovered to ~1e-6; 1e-5 bounds it, while other noise differs by O(1)."""
+    from safetensors.torch import load_file
+
+    from pdmd_core.realscale.architectures import get_architecture, latent_shape
+    from pdmd_core.realscale.export import export_student
+    from pdmd_core.realscale.noise import initial_noise, renoise_generator
+    from pdmd_core.realscale.pipelines import load_student_pipeline
+    from pdmd_core.roles import GeneratorExperts
+    from pdmd_pipeline.realscale.sample_set import sample_to_set
+    from pdmd_pipeline.study.sampling import run_sample_job
+
+    architecture, shift, base_fixture, cache_fixture = FAMILIES[family]
+    cache = request.getfixturevalue(cache_fixture)
+    base = _zero_velocity_base(request.getfixturevalue(base_fixture), family, tmp_path / "zero")
+    raw = _sgts_renoise(family, architecture, base, cache, shift) | {"num_steps": 2}
+    cfg = config_from_dict(raw)
+    bundle = build_model(cfg.model.kind, cfg.model.params, "cpu")  # type: ignore[union-attr]
+    manifest = export_student(GeneratorExperts(bundle, cfg), bundle, cfg, tmp_path / "export", "lora")
+    t1 = manifest.timesteps[1]
+    resolution = (1, 16, 16)
+    shape = latent_shape(get_architecture(architecture), *resolution)
+
+    def draws(out: Path) -> dict[int, torch.Tensor]:
+        sample_to_set(tmp_path / "export", str(base), cache, out, resolution, SAMPLE_SEEDS, [0], "sgts")
+        latents = load_file(str(out / "latents.safetensors"))["latents"]
+        return {seed: (latents[i:i + 1] - (1 - t1) * initial_noise(shape, seed)) / t1
+                for i, seed in enumerate(SAMPLE_SEEDS)}
+
+    first, again = draws(tmp_path / "cli"), draws(tmp_path / "cli-again")
+    for seed in SAMPLE_SEEDS:
+        z = initial_noise(shape, seed)
+        stream = torch.randn(z.shape, generator=renoise_generator(seed))
+        print(f"{family} seed {seed}: max |n_0 - z| = {float((first[seed] - z).abs().max()):.3g}")
+        assert (first[seed] - stream).abs().max() <= 1e-5
+        assert (first[seed] - z).abs().max() > 1.0
+        assert torch.equal(first[seed], again[seed])
+    three_vs_five = float((first[3] - first[5]).abs().max())
+    print(f"{family}: max |n_0(seed 3) - n_0(seed 5)| = {three_vs_five:.3g}")
+    assert three_vs_five > 1.0
+
+    # the study's sample stage: its pixels are those of (1 - t_1) z + t_1 n_0 with the seed's stream, not of z
+    run_sample_job(_study_job(family, tmp_path / "export", base, cache, tmp_path / "study", resolution))
+    study = _by_key(tmp_path / "study")
+    decode = load_student_pipeline(tmp_path / "export", base).decode
+    for seed in SAMPLE_SEEDS:
+        z = initial_noise(shape, seed)
+        expected = (1 - t1) * z + t1 * torch.randn(z.shape, generator=renoise_generator(seed))
+        with torch.no_grad():
+            ours, hybrid = _unit8(decode(expected)[0]), _unit8(decode(z)[0])
+        got = study[(0, seed)].astype(int)
+        print(f"{family} seed {seed}: study pixels vs the seed's stream {np.abs(got - ours).max()}, "
+              f"vs noise z {np.abs(got - hybrid).max()} (uint8 levels)")
+        assert np.abs(got - ours).max() <= 1  # rounding to uint8 can flip one level
+        assert np.abs(got - hybrid).max() > 1
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_pdmd_sample_and_the_study_sample_a_renoise_student_as_its_trainer_does_not_as_an_euler_first_hybrid(
+        family, tmp_path, request, prompts):
+    """One sampling path (`pipelines.sample_seed`): `pdmd sample`'s latents equal the trainer's re-noise sampler
+    from the seed's initial noise and re-noise stream (1e-5, see the module docstring), and the study's pixels are
+    those samples' pixels, bit for bit (same kernels in the same order). Neither equals what they did before: the
+    study's stream seeded with the sample seed (first draw = z: an Euler first step, then re-noise steps) or
+    `pdmd sample`'s stream seeded 0 for every sample."""
+    from safetensors.torch import load_file
+
+    from pdmd_core.realscale.architectures import get_architecture, latent_shape
+    from pdmd_core.realscale.export import export_student
+    from pdmd_core.realscale.noise import initial_noise, renoise_generator
+    from pdmd_core.realscale.pipelines import load_student_pipeline
+    from pdmd_core.realscale.student_io import load_student
+    from pdmd_core.realscale.text_cache import CachedPromptEncoder
+    from pdmd_pipeline.realscale.sample_set import sample_to_set
+    from pdmd_pipeline.study.sampling import run_sample_job
+
+    architecture, shift, base_fixture, cache_fixture = FAMILIES[family]
+    base, cache = request.getfixturevalue(base_fixture), request.getfixturevalue(cache_fixture)
+    run = _train(tmp_path, _sgts_renoise(family, architecture, base, cache, shift))
+    student, bundle, cfg = load_student(run)
+    export_student(student.generator, bundle, cfg, tmp_path / "export", "lora")
+    resolution = (1, 16, 16)
+    shape = latent_shape(get_architecture(architecture), *resolution)
+    rows = list(range(len(prompts)))
+    sample_to_set(tmp_path / "export", str(base), cache, tmp_path / "cli", resolution, SAMPLE_SEEDS, rows, "sgts")
+    latents = load_file(str(tmp_path / "cli" / "latents.safetensors"))["latents"]
+    encoder = CachedPromptEncoder.from_file(cache)
+    keys = [(row, seed) for row in rows for seed in SAMPLE_SEEDS]
+    decode = load_student_pipeline(tmp_path / "export", base).decode
+    trainer_pixels = {}
+    for i, (row, seed) in enumerate(keys):
+        cond, z = encoder.encode([prompts[row]]), initial_noise(shape, seed)
+        own = student.sample(z, cond, generator=renoise_generator(seed))
+        hybrid = student.sample(z, cond, generator=torch.Generator().manual_seed(seed))
+        shared = student.sample(z, cond, generator=torch.Generator().manual_seed(0))
+        got = latents[i:i + 1]
+        assert (got - own).abs().max() <= 1e-5
+        assert (got - hybrid).abs().max() > 1e-2 and (got - shared).abs().max() > 1e-2
+        with torch.no_grad():
+            trainer_pixels[(row, seed)] = (_unit8(decode(own)[0]), _unit8(decode(hybrid)[0]))
+    run_sample_job(_study_job(family, tmp_path / "export", base, cache, tmp_path / "study", resolution))
+    study, cli = _by_key(tmp_path / "study"), _by_key(tmp_path / "cli")
+    assert sorted(study) == sorted(cli) == sorted(keys)
+    for key, pixels in study.items():
+        assert np.array_equal(pixels, cli[key].reshape(pixels.shape)), key
+        own, hybrid = trainer_pixels[key]
+        assert np.abs(pixels.astype(int) - own.reshape(pixels.shape)).max() <= 1
+        assert np.abs(pixels.astype(int) - hybrid.reshape(pixels.shape)).max() > 1
 
 
 def _frames(tmp_path: Path, prompts: list[str]) -> Path:

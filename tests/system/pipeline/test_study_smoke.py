@@ -73,7 +73,8 @@ def test_smoke_study_runs_every_stage_on_slurm_logs_to_mlflow_and_writes_the_pap
     phased3 = table3.split("| Phased DMD | paper |")[1].splitlines()[1]
     assert phased3.count("not run") == 6 and phased3.count("±") == 3  # only the Qwen column is in the smoke
     table6 = (report / "table6.md").read_text()
-    assert "4-step/4-phase (no SGTS) | paper | 9.43" in table6 and table6.count("| this study |") == 2
+    assert "4-step/4-phase (no SGTS) | paper | 9.43" in table6 and table6.count("| this study |") == 4
+    assert "| Base (40 steps, CFG 4) | paper | 10.26 |" in table6 and "| DMD2 (SGTS) | paper | 3.23 |" in table6
     claims = json.loads((report / "claims.json").read_text())
     assert {c["claim"] for c in claims} >= {"diversity", "motion", "fidelity", "phases"}
     speed = (report / "speed.md").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,34 @@ def test_renoise_time_stays_in_interval(lo: float, width: float, shift: float) -
     hi = min(1.0, lo + width)
     t = sample_renoise_time(256, lo, hi, shift, (0.02, 0.98), torch.Generator().manual_seed(0))
     assert bool((t > lo).all()) and bool((t <= hi).all())
+    if max(lo, 0.02) < min(hi, 0.98):  # the range bounds t itself whenever it leaves part of the interval
+        assert bool((t >= 0.02).all()) and bool((t <= 0.98).all()), (float(t.min()), float(t.max()))
+
+
+def _unshift(t: float, shift: float) -> float:
+    return t / (shift - (shift - 1.0) * t)  # the inverse of shift·u / (1 + (shift − 1)·u), in closed form
+
+
+@pytest.mark.parametrize(("lo", "a", "b"), [(0.8333333333333334, 0.8333333333333334, 0.98), (0.0, 0.02, 0.98)],
+                         ids=["first-phase", "last-phase"])
+def test_renoise_t_range_bounds_t_after_the_shift(lo: float, a: float, b: float) -> None:
+    """4 steps at shift 5 (t = 1, .9375, .8333, .625, 0), 2 phases, nested: phase 1 re-noises on (.8333, 1], phase 2
+    on (0, 1]. DMD2's 0.02/0.98 bound the model's timestep t (not the raw u: shift(0.98) = 0.996 and shift(0.02) =
+    0.093 would cut off t in (0.02, 0.093] and let t reach 0.996), so phase 1 draws t in (.8333, .98] and phase 2 in
+    (.02, .98], t = shift(u) with u uniform between unshift of those ends."""
+    shift, n = 5.0, 100_000
+    t = sample_renoise_time(n, lo, 1.0, shift, (0.02, 0.98), torch.Generator().manual_seed(0)).double()
+    assert float(t.min()) >= a and float(t.max()) <= b
+    # the ends are reached: P(no draw within 0.005 of an end) = (1 - F-mass there)^n < e^-100 for these intervals
+    assert float(t.min()) < a + 0.005 and float(t.max()) > b - 0.005
+    # empirical CDF vs the analytic one, F(t) = (unshift(t) - unshift(a)) / (unshift(b) - unshift(a)): by the DKW
+    # inequality P(sup |F_n - F| > eps) <= 2 exp(-2 n eps^2), so eps = sqrt(ln(2 / 1e-9) / (2 n)) fails 1 in 1e9
+    u_a, u_b = _unshift(a, shift), _unshift(b, shift)
+    ordered = t.sort().values
+    analytic = ((ordered / (shift - (shift - 1.0) * ordered)) - u_a) / (u_b - u_a)
+    upper = torch.arange(1, n + 1, dtype=torch.float64) / n
+    gap = float(torch.maximum(upper - analytic, analytic - (upper - 1.0 / n)).max())
+    assert gap <= math.sqrt(math.log(2 / 1e-9) / (2 * n)), gap
 
 
 def test_renoise_time_is_uniform_before_shift() -> None:
@@ -89,6 +118,15 @@ def test_renoise_time_is_uniform_before_shift() -> None:
     assert float(u.min()) >= 0.5 - 1e-5 and float(u.max()) <= 1.0
     assert float(u.mean()) == pytest.approx(0.75, abs=3e-3)
     assert float(u.var()) == pytest.approx(0.25**2 / 3, abs=1e-3)
+
+
+def test_renoise_time_bounds_intersect_the_phase_interval_with_the_t_range() -> None:
+    from pdmd_core.schedules import renoise_time_bounds
+
+    assert renoise_time_bounds(0.8333, 1.0, (0.02, 0.98)) == (0.8333, 0.98)
+    assert renoise_time_bounds(0.0, 1.0, (0.02, 0.98)) == (0.02, 0.98)
+    assert renoise_time_bounds(0.0, 0.625, (0.02, 0.98)) == (0.02, 0.625)  # a disjoint last phase
+    assert renoise_time_bounds(0.99, 1.0, (0.02, 0.98)) == (0.99, 1.0)  # nothing left: the phase's own interval
 
 
 def test_renoise_intervals() -> None:

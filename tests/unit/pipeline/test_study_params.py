@@ -66,3 +66,21 @@ def _write(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
 def test_bad_study_values_fail_naming_the_key(tmp_path, edit, message):
     with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_study(_write(tmp_path, edit), root=ROOT)
+
+
+def test_table6_shows_the_papers_base_and_dmd2_rows_beside_its_phase_rows(tmp_path):
+    """Table 6 (4 phases vs 2 phases + SGTS, T2V) also shows the base model and DMD2, paper and ours: the paper's
+    numbers for those two are its Table 2 T2V rows (the same evaluation; the 2-phase row is Table 2's Phased row).
+    No T2V model here, so our cells read 'not run' and no evaluation is needed."""
+    from pdmd_pipeline.study.layout import StudyLayout
+    from pdmd_pipeline.study.tables import Cells, table6
+
+    study = load_study(_write(tmp_path, lambda r: r["tables"]["table6"].update(t2v=None)), root=ROOT)
+    layout = StudyLayout(tmp_path)
+    text = table6(study, layout, Cells(study, layout))
+    assert [line for line in text.splitlines() if "| paper |" in line] == [
+        "| Base (40 steps, CFG 4) | paper | 10.26 | 79.55 | 0.00 | 0.0 |",
+        "| DMD2 (SGTS) | paper | 3.23 | 65.45 | 55.70 | 763.1 |",
+        "| 4-step/2-phase (with SGTS inside phases) | paper | 9.30 | 82.27 | 47.24 | 700.9 |",
+        "| 4-step/4-phase (no SGTS) | paper | 9.43 | 83.18 | 45.40 | 578.2 |"]
+    assert text.count("| this study |") == 4

@@ -149,7 +149,9 @@ class DistillConfig(_Strict):
     renoise_interval: Literal["nested", "disjoint"] = Field(
         "nested", description="phase k re-noises on (t_k, 1] (paper) or (t_k, t_{k−1}] (ablation)")
     renoise_t_range: tuple[float, float] = Field(
-        (0.02, 0.98), description="raw (pre-shift) bounds of re-noise t, as DMD2's 0.02/0.98 step percents")
+        (0.02, 0.98), description="bounds of re-noise t in the model's timestep space (after the shift), as DMD2 "
+        "clamps its timestep to 0.02/0.98 of T; intersected with each phase's (lo, hi], u then uniform between the "
+        "unshifted ends")
     fixed_dmd_t: float | None = Field(
         None, description="generator's DMD t fixed to this value (ablation: 0.357 vs 0.882); fake unaffected")
     moe_boundary: float | None = Field(None, description="MoE teacher boundary; None takes the bundle's")

@@ -5,7 +5,9 @@
 - `partition_steps(N, K | boundaries)`: step indices [0, b_1, ..., N] of K phases; phase k runs steps
   b_{k-1} .. b_k − 1 and ends at time t_{b_k}.
 - `renoise_interval(...)`: the (lo, hi] time interval phase k re-noises on (nested / disjoint / MoE clamp).
-- `sample_renoise_time(lo, hi, shift, ...)`: t drawn uniform in raw (unshifted) time, then shifted (paper App. B).
+- `renoise_time_bounds(lo, hi, t_range)`: (lo, hi] narrowed to the re-noise t range (the model's timestep space).
+- `sample_renoise_time(lo, hi, shift, ...)`: t drawn uniform in raw (unshifted) time between those bounds, then
+  shifted (paper App. B).
 """
 
 from __future__ import annotations
@@ -88,20 +90,23 @@ def renoise_interval(phase_start_t: float, phase_end_t: float, nested: bool = Tr
     return lo, hi
 
 
+def renoise_time_bounds(lo: float, hi: float, t_range: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:
+    """(lo, hi] intersected with `t_range`, both in t (the shifted time the model is conditioned on, as DMD2 clamps its
+    timestep to 0.02-0.98 of T and Self-Forcing clamps after its shift): a phase's interval loses only the ends the
+    range excludes, e.g. (0, 1] -> (0.02, 0.98]. An intersection that would be empty leaves (lo, hi] as it is."""
+    a, b = max(float(lo), float(t_range[0])), min(float(hi), float(t_range[1]))
+    return (a, b) if a < b else (float(lo), float(hi))
+
+
 def sample_renoise_time(batch: int, lo: float, hi: float, shift: float,
-                        raw_range: tuple[float, float] = (0.0, 1.0),
+                        t_range: tuple[float, float] = (0.0, 1.0),
                         generator: torch.Generator | None = None,
                         device: torch.device | str = "cpu") -> Tensor:
-    """t in (lo, hi]: u ~ U(unshift(lo), unshift(hi)) intersected with raw_range, then t = shift(u).
-
-    The raw range (DMD2's 0.02/0.98) only narrows the interval when it still leaves a non-empty range.
-    """
-    u_lo, u_hi = float(unshift_time(lo, shift)), float(unshift_time(hi, shift))
-    c_lo, c_hi = max(u_lo, raw_range[0]), min(u_hi, raw_range[1])
-    if c_lo < c_hi:
-        u_lo, u_hi = c_lo, c_hi
+    """t in (a, b] = `renoise_time_bounds(lo, hi, t_range)`: u ~ U(unshift(a), unshift(b)), t = shift(u)."""
+    a, b = renoise_time_bounds(lo, hi, t_range)
+    u_lo, u_hi = float(unshift_time(a, shift)), float(unshift_time(b, shift))
     u = torch.rand(batch, generator=generator, device=device) * (u_hi - u_lo) + u_lo
     t = shift_time(u, shift)
     assert isinstance(t, Tensor)
-    # keep t strictly inside (lo, hi] so sigma_{t|s} > 0
-    return t.clamp(min=lo + 1e-6, max=hi)
+    # keep t strictly above lo (sigma_{t|s} > 0) and inside (a, b] despite the rounding of unshift / shift
+    return t.clamp(min=max(a, lo + 1e-6), max=b)

@@ -6,7 +6,9 @@ steps, `boundary_ratio` from the phase edge (see `timesteps.expert_boundary_rati
 adapter (or full transformer) switched in for its own steps through `callback_on_step_end`. The scheduler is
 the export's FixedScheduleEulerScheduler (both families), so the pipeline steps through exactly the student's
 timesteps with the student's transport; a re-noise (DMD2) student draws its fresh noise from the `generator`
-given to `generate`, so the same seed reproduces pdmd's own sampler.
+given to `generate` (required for it), so the same generator reproduces pdmd's own sampler. `sample_seed` is the
+one way the study and `pdmd sample` draw a sample (prompt, seed): z and the re-noise stream from the seed's two
+independent streams (`pdmd_core.realscale.noise`).
 Wan modes: t2v -> WanPipeline; i2v (Wan2.2 I2V-A14B) -> WanImageToVideoPipeline; ti2v (Wan2.2 TI2V-5B) ->
 WanImageToVideoPipeline with `expand_timesteps=True`, as diffusers runs the released TI2V model from an image
 (first latent frame replaced by the encoded image, its tokens at timestep 0, pasted back after the last step).
@@ -48,13 +50,16 @@ class StudentPipeline:
         """N-step CFG-1 samples from initial noise `latents` (pdmd layout). output_type "latent" returns
         pdmd latents; "pt" returns pixels in [0, 1]: videos (B, T, 3, H, W), images (B, 3, H, W).
         I2V / TI2V students take the first frame as `image` (a PIL image, as WanImageToVideoPipeline does).
-        `generator`: the fresh noise of a re-noise student's steps (default: seeded 0 on the latents' device,
-        as `pdmd_core.student.Student.sample`); Euler students draw nothing."""
+        `generator`: the fresh noise of a re-noise student's steps, required for one (a silent default stream
+        would be shared by every sample; `noise.renoise_generator(seed)` is the sample seed's own); Euler students
+        draw nothing."""
         if output_type not in ("latent", "pt"):
             raise ValueError(f"output_type must be 'latent' or 'pt', got {output_type!r}")
+        if generator is None and self.manifest.transport == "renoise":
+            raise ValueError("this student re-noises between its steps (transport 'renoise'): pass the `generator` "
+                             "of its fresh noise, e.g. pdmd_core.realscale.noise.renoise_generator(seed)")
         scheduler = self.pipeline.scheduler
-        scheduler.noise_generator = (generator if generator is not None
-                                     else torch.Generator(device=latents.device).manual_seed(0))
+        scheduler.noise_generator = generator
         try:
             if self.manifest.family == "wan":
                 out = _generate_wan(self, latents, cond, image)
@@ -71,6 +76,17 @@ class StudentPipeline:
         if self.pipeline.vae is None:
             raise ValueError("this pipeline was loaded without a VAE; use output_type='latent'")
         return decode_to_unit(self.pipeline.vae, latents)
+
+
+def sample_seed(student: StudentPipeline, cond: Conditioning, shape: tuple[int, ...], seed: int,
+                device: torch.device | str, dtype: torch.dtype, image: Any = None) -> Tensor:
+    """One sample (pdmd latents, batch 1) of prompt `cond` and sample seed `seed`, as the study and `pdmd sample`
+    draw it: initial noise `noise.initial_noise(shape, seed)` (then on `device` in `dtype`), a re-noise student's
+    fresh noise from `noise.renoise_generator(seed)`, a stream independent of z."""
+    from pdmd_core.realscale.noise import initial_noise, renoise_generator
+
+    z = initial_noise(shape, seed).to(device, dtype)
+    return student.generate(z, cond, image=image, generator=renoise_generator(seed))
 
 
 def load_student_pipeline(export_dir: Path | str, model_path: Path | str, *, dtype: torch.dtype = torch.float32,

@@ -40,6 +40,12 @@ def decode_to_unit(vae: Any, latents: Tensor) -> Tensor:
     return unit[:, :, 0] if image else unit.permute(0, 2, 1, 3, 4)
 
 
+def one_frame_as_image(pixels: Tensor) -> Tensor:
+    """Decoded pixels of one-frame Wan samples, (B, 1, 3, H, W), as images (B, 3, H, W): a T2I sample set holds
+    images whichever family made it (Wan's T2I columns sample the T2V models at 1 frame). Others unchanged."""
+    return pixels[:, 0] if pixels.ndim == 5 and pixels.shape[1] == 1 else pixels
+
+
 @torch.no_grad()
 def i2v_conditions(vae: Any, images: Tensor, num_frames: int, mode: str) -> dict[str, Tensor]:
     """Per-sample first-frame conditions for Wan2.2 I2V (`i2v_condition`) or TI2V (`first_frame_latent`).

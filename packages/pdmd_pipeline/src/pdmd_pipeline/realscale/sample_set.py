@@ -1,4 +1,6 @@
-"""`pdmd sample`: exported student + stock diffusers pipeline -> a pdmd_eval sample set (and the latents)."""
+"""`pdmd sample`: exported student + stock diffusers pipeline -> a pdmd_eval sample set (and the latents). Each
+(prompt, seed) is drawn by `pipelines.sample_seed`, as the study's sample stage draws it: the seed's initial noise
+and, for a re-noise student, the seed's own re-noise stream (`pdmd_core.realscale.noise`)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,9 @@ from tqdm.auto import tqdm
 
 from pdmd_core.realscale.architectures import get_architecture, latent_shape
 from pdmd_core.realscale.export import ExportManifest
-from pdmd_core.realscale.pipelines import IMAGE_PIPELINE_MODES, load_student_pipeline
+from pdmd_core.realscale.pipelines import IMAGE_PIPELINE_MODES, load_student_pipeline, sample_seed
 from pdmd_core.realscale.text_cache import CachedPromptEncoder
-from pdmd_core.realscale.vae import load_rgb
-
-
-def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """The seed's starting noise (CPU generator, so every device and the trainer's sampler see the same z)."""
-    return torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed))
+from pdmd_core.realscale.vae import load_rgb, one_frame_as_image
 
 
 def sample_to_set(export: Path, model_path: str, prompt_cache: Path, out: Path, resolution: tuple[int, int, int],
@@ -45,10 +42,9 @@ def sample_to_set(export: Path, model_path: str, prompt_cache: Path, out: Path, 
         cond = encoder.encode_indices(torch.tensor([row]))
         image = load_rgb(images[encoder.prompts[row]], *resolution[1:]) if needs_image else None
         for seed in seeds:
-            z = initial_noise(shape, seed).to(device, dtype)
-            latent = student.generate(z, cond, output_type="latent", image=image)
+            latent = sample_seed(student, cond, shape, seed, device, dtype, image)
             latents.append(latent.float().cpu())
-            pixels.append(student.decode(latent).float().cpu())
+            pixels.append(one_frame_as_image(student.decode(latent)).float().cpu())
             records.append(SampleRecord(method, row, encoder.prompts[row], seed, manifest.num_steps,
                                         manifest.num_steps, str(export)))
     samples = torch.cat(pixels).numpy()

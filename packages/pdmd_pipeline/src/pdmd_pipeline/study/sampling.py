@@ -1,9 +1,11 @@
 """The sample stage of a study (one DVC stage per model): the stock diffusers pipelines on the evaluation prompts,
 the base model at `evaluation.teacher` steps and CFG (the reference, `teacher_<steps>`) and every exported student
 at its N steps and CFG 1, one job per sample set (a SLURM array on GPU nodes). Every sample of every set starts
-from the same noise (`initial_noise(shape, seed)` for each evaluation seed); a re-noise (DMD2) student's fresh
-noise comes from a generator seeded with the sample seed. Each set records the wall time of every sample
-(denoising and VAE decoding separately, `timing.json`), from which the report computes the speed-up.
+from the same noise (`noise.initial_noise(shape, seed)` for each evaluation seed); a student's sample is drawn by
+`pipelines.sample_seed`, as `pdmd sample` draws it, so a re-noise (DMD2) student's fresh noise comes from the seed's
+own re-noise stream, independent of its initial noise (`pdmd_core.realscale.noise`). Each set records the wall
+time of every sample (denoising, including the initial noise draw, and VAE decoding separately, `timing.json`),
+from which the report computes the speed-up.
 
 Sample sets are pdmd_eval media sample sets (uint8 PNG / MP4, streamed; `SampleSink`), read lazily by the
 evaluate stage; a killed sample job resumes where it stopped.
@@ -113,10 +115,10 @@ def run_sample_job(job: SampleJob) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from pdmd_core.realscale.architectures import get_architecture, latent_shape
-    from pdmd_core.realscale.pipelines import load_student_pipeline, load_teacher_pipeline
+    from pdmd_core.realscale.noise import initial_noise
+    from pdmd_core.realscale.pipelines import load_student_pipeline, load_teacher_pipeline, sample_seed
     from pdmd_core.realscale.text_cache import CachedPromptEncoder
-    from pdmd_core.realscale.vae import load_rgb
-    from pdmd_pipeline.realscale.sample_set import initial_noise
+    from pdmd_core.realscale.vae import load_rgb, one_frame_as_image
 
     torch.set_num_threads(job.threads)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[job.dtype]
@@ -128,15 +130,16 @@ def run_sample_job(job: SampleJob) -> dict[str, Any]:
         teacher = load_teacher_pipeline(job.base, job.architecture, dtype=dtype, device=job.device)
         steps, nfe, decode = job.teacher_steps, teacher.nfe(job.teacher_steps, job.teacher_cfg), teacher.decode
 
-        def generate(z: Any, cond: Any, image: Any, seed: int) -> Any:
+        def generate(cond: Any, image: Any, seed: int) -> Any:
+            z = initial_noise(shape, seed).to(job.device, dtype)
             return teacher.generate(z, cond, encoder.null(1), job.teacher_steps, job.teacher_cfg, image)
     else:
         student = load_student_pipeline(job.export, job.base, dtype=dtype, device=job.device)
         steps = nfe = student.manifest.num_steps
         decode = student.decode
 
-        def generate(z: Any, cond: Any, image: Any, seed: int) -> Any:
-            return student.generate(z, cond, image=image, generator=torch.Generator().manual_seed(seed))
+        def generate(cond: Any, image: Any, seed: int) -> Any:
+            return sample_seed(student, cond, shape, seed, job.device, dtype, image)
     kind = "image" if frames == 1 else "video"
     sink = SampleSink(Path(job.out), kind, job.model, {"architecture": job.architecture,
                                                        "resolution": list(job.resolution), "method": job.method},
@@ -149,14 +152,13 @@ def run_sample_job(job: SampleJob) -> dict[str, Any]:
             bar.update()
             if sink.done(row, seed):
                 continue
-            z = initial_noise(shape, seed).to(job.device, dtype)
             _sync(job.device)
             start = time.perf_counter()
             with torch.no_grad():
-                latent = generate(z, cond, image, seed)
+                latent = generate(cond, image, seed)
             _sync(job.device)
             denoised = time.perf_counter()
-            pixels = decode(latent)
+            pixels = one_frame_as_image(decode(latent))  # a 1-frame Wan sample is an image
             _sync(job.device)
             timing = {"denoise_seconds": denoised - start, "decode_seconds": time.perf_counter() - denoised}
             sink.add(pixels[0], job.method, row, prompt, seed, steps, nfe, job.export or job.base, timing)

@@ -201,8 +201,11 @@ def table2(study: StudyParams, layout: StudyLayout, cells: Cells) -> str:
 
 def table6(study: StudyParams, layout: StudyLayout, cells: Cells) -> str:
     model = study.tables.table6.t2v
-    labels = {"phased_k2_sgts": "4-step/2-phase (with SGTS inside phases)", "phased_k4": "4-step/4-phase (no SGTS)"}
-    lines = ["# Table 6: number of phases (T2V)", "", *banner(study), "Paper rows: its Table 6 (App. C.1).", "",
+    labels = {"teacher": teacher_label(study), "sgts": ARM_LABELS["sgts"],
+              "phased_k2_sgts": "4-step/2-phase (with SGTS inside phases)", "phased_k4": "4-step/4-phase (no SGTS)"}
+    lines = ["# Table 6: number of phases (T2V)", "", *banner(study),
+             "Paper rows: its Table 6 (App. C.1); the base model and DMD2 rows from its Table 2 (T2V), the same "
+             "evaluation (Table 6's 2-phase row is Table 2's Phased DMD T2V row).", "",
              "| Method | | OF ↑ | DD % ↑ | FID ↓ | FVD ↓ |", "|---|---|---|---|---|---|"]
     for arm, label in labels.items():
         lines.append("| " + " | ".join([label, "paper", *_paper_video(paper.TABLE6.get(arm))]) + " |")
