@@ -71,21 +71,28 @@ def test_grad_sync_runs_before_clipping_and_identity_sync_changes_nothing() -> N
         assert m_doubled[key] == pytest.approx(2.0 * m_plain[key], rel=1e-4)
 
 
-def test_grad_sync_fills_unused_parameters_with_zero_gradients() -> None:
-    # SGTS with a two-expert MoE: an exit at step 0 never calls generator expert 1 on this rank
-    synced: list[list[torch.nn.Parameter]] = []
+def test_grad_sync_gets_only_used_parameters_and_an_unused_expert_takes_no_step() -> None:
+    # SGTS with a two-expert MoE: an exit at step 0 or 1 never calls generator expert 1. In one process (no
+    # process group) no other rank used it either: it keeps no gradient, is not synced and does not move.
+    synced: list[set[int]] = []
     cfg = _cfg(method="sgts", phases=None, ttur_ratio=1, iterations=12)
-    tr = _trainer(cfg, build_model("mlp", MLP | {"moe_boundary": 0.8}), grad_sync=synced.append)
+    tr = _trainer(cfg, build_model("mlp", MLP | {"moe_boundary": 0.8}),
+                  grad_sync=lambda params: synced.append({id(p) for p in params}))
     tr.begin_phase(0)
+    assert tr.opt_gen is not None
+    unused = [p for _, p in tr.generator._owned(1)]
     exits = []
     for _ in range(12):
         synced.clear()
-        exits.append(tr.train_iteration()["exit_step"])
-        unused = [p for _, p in tr.generator._owned(1)]
-        if exits[-1] == 0:
-            assert all(p.grad is not None and not bool(p.grad.any()) for p in unused)
-        assert all(p.grad is not None for params in synced for p in params)
-    assert 0.0 in exits  # the draw above covers the case
+        before = [p.detach().clone() for p in unused]
+        exits.append(int(tr.train_iteration()["exit_step"]))
+        if tr.generator.expert_of_step[exits[-1]] == 0:
+            assert all(p.grad is None for p in unused)
+            assert not {id(p) for p in unused} & synced[-1]  # the generator's sync is the iteration's last
+            assert all(torch.equal(p, b) for p, b in zip(unused, before, strict=True))
+        assert all(p.grad is not None for p in tr.gen_params if id(p) in synced[-1])
+    steps = int(tr.opt_gen.state[unused[0]]["step"]) if unused[0] in tr.opt_gen.state else 0
+    assert steps == sum(1 for j in exits if tr.generator.expert_of_step[j] == 1) < len(exits)  # the draw covers it
 
 
 # ------------------------------------------------------------------ rank seeding

@@ -14,6 +14,9 @@ What sharding needs from the loop, and how this module provides it:
   forward all-gathers and the backward reduce-scatters then match). SGTS exit steps are drawn from a generator
   shared by all ranks (`shared_draw_seed`), so one exit step holds for the whole global batch (as it does for
   a single process's batch).
+- Gradients: a parameter that no rank used in a backward (e.g. the generator expert an SGTS exit step did not
+  call) gets no gradient and takes no optimiser step; one that another rank used gets a zero gradient here, so
+  that all ranks reduce the same tensors (`used_on_some_rank`).
 - Checkpoints of sharded roles are torch.distributed.checkpoint folders every rank writes its shards into
   (pdmd_core.distributed_checkpoint, pdmd_core.trainer_state); loading full tensors into DTensors is in the leaf
   module `pdmd_core.dtensor_state`, which the roles and the trainer use without importing each other.
@@ -127,6 +130,19 @@ def materialize_roles(fake: FakeScore, generator: GeneratorExperts,
 
 def has_sharded_parameters(modules: list[nn.Module]) -> bool:
     return any(isinstance(p, DTensor) for m in modules for p in m.parameters())
+
+
+def used_on_some_rank(params: list[nn.Parameter], device: torch.device) -> list[bool]:
+    """Per parameter: whether backward gave it a gradient on at least one rank (an all-reduce MAX over
+    torch.distributed's default group when it is initialised; this rank's own answer otherwise). Collective:
+    every rank calls it with the same parameter list. A parameter no rank used must not take an optimiser step
+    (AdamW on a zero gradient still moves it: v decays, the step count grows, weight decay applies)."""
+    local = [p.grad is not None for p in params]
+    if not params or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return local
+    flags = torch.tensor([int(u) for u in local], device=device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return [bool(f) for f in flags.tolist()]
 
 
 def shared_draw_seed(seed: int, global_step: int, draw: int) -> int:

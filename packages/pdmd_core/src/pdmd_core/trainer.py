@@ -34,8 +34,12 @@ all ranks together and committed once every rank is done (pdmd_core.checkpoint, 
 Data-parallel training (one Trainer per rank; the caller owns the process group):
 - `grad_sync(params)` is called after every `backward()` and before gradient clipping and the optimiser step,
   for the fake score (its trainable parameters) and the generator (the current expert's), e.g. an all-reduce
-  that averages `.grad` over ranks. Parameters without a gradient get a zero `.grad` first, so every rank
-  reduces the same tensors (as DDP does for unused parameters; also with sharded roles or `world_size`).
+  that averages `.grad` over ranks. It gets the parameters some rank used in that backward (the ranks agree
+  through an all-reduce on torch.distributed's default group; also with sharded roles or `world_size`): one
+  unused here but used on another rank gets a zero `.grad` first, so every rank reduces the same tensors (as
+  DDP does); one no rank used keeps `.grad = None` and takes no optimiser step, as in one process (AdamW on a
+  zero gradient would still move it). Such a parameter has no optimiser state until its first step; DCP
+  checkpoints store the states that exist and restore exactly those.
 - `world_size` W (what `pdmd_pipeline.realscale.launch` passes): `cfg.batch_size` is the global batch; every
   rank draws the global batch's prompts, noise and re-noise times from one shared stream seeded with `cfg.seed`
   and trains on its rows [r·B/W, (r+1)·B/W). The data a run sees is then the same on any number of ranks, so a
@@ -82,7 +86,14 @@ from pdmd_core.dmd import dmd_gradient_normalized, dmd_gradient_weighted, fake_s
 from pdmd_core.flow import expand_like, transition, velocity_to_x0
 from pdmd_core.models.registry import ModelBundle
 from pdmd_core.non_finite import NonFiniteError, NonFiniteGuard
-from pdmd_core.role_sharding import WrapModule, has_sharded_parameters, materialize_roles, shared_draw_seed, wrap_roles
+from pdmd_core.role_sharding import (
+    WrapModule,
+    has_sharded_parameters,
+    materialize_roles,
+    shared_draw_seed,
+    used_on_some_rank,
+    wrap_roles,
+)
 from pdmd_core.roles import EMA, FakeScore, GeneratorExperts, Teacher, boundary_of, count_parameters
 from pdmd_core.rollout import rollout
 from pdmd_core.schedules import renoise_interval, sample_renoise_time
@@ -293,17 +304,21 @@ class Trainer:
         return None
 
     def _sync_grads(self, params: list[nn.Parameter]) -> None:
-        """Hand the role's gradients to `grad_sync` (after backward, before clipping and the step). Sharded
-        roles (FSDP reduced them in backward) get the same zero gradients, so both train alike; so does a
-        data-parallel trainer of any rank count (`world_size`), so that one rank updates as several do and every
-        parameter has optimiser state (a checkpoint then reshards to any rank count)."""
+        """Hand the role's gradients to `grad_sync` (after backward, before clipping and the step).
+
+        Several ranks (a `grad_sync`, sharded roles, `world_size`) first agree on which parameters some rank
+        used (`used_on_some_rank`). Those that only another rank used get a zero gradient here (their share of
+        the rank average), so every rank reduces the same tensors; those no rank used keep no gradient, are not
+        synced and take no optimiser step, as in one process (e.g. the generator expert an SGTS exit step did
+        not call). One process without any of these returns at once: its update is untouched."""
         if self.grad_sync is None and not self.sharded and not self.shared_draws:
             return
-        for p in params:
-            if p.grad is None:  # unused this batch here, maybe used on another rank
+        used = used_on_some_rank(params, self.device)
+        for p, some_rank in zip(params, used, strict=True):
+            if some_rank and p.grad is None:  # used on another rank only
                 p.grad = torch.zeros_like(p)
         if self.grad_sync is not None:
-            self.grad_sync(params)
+            self.grad_sync([p for p, some_rank in zip(params, used, strict=True) if some_rank])
 
     def fake_update(self) -> tuple[float, float] | None:
         """One critic update; None when the `skip` policy dropped it (non-finite loss or gradient)."""

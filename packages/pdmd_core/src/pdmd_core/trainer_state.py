@@ -12,7 +12,8 @@ callbacks' states, so a resumed run equals an uninterrupted one (bit-identical o
   written by every rank and committed once all are done (pdmd_core.distributed_checkpoint). Tensors go to DCP by
   name — module tensors by parameter name, optimiser moments by parameter FQN (torch.distributed.checkpoint's
   get/set_state_dict) — so a run resumes on any number of ranks; counters, config and callbacks' states go to
-  `trainer.json`, each rank's RNG states to `rank_<r>.json`.
+  `trainer.json`, each rank's RNG states to `rank_<r>.json`. A parameter that has not stepped yet (no rank used
+  it, see the trainer's `_sync_grads`) has no optimiser state in the checkpoint and none after the resume.
 
 RNG streams on resume: a rank restores its own saved stream. A rank without one (more ranks than wrote the
 checkpoint, or another rank's single file) takes rank 0's stream when every rank draws from the shared stream
@@ -250,10 +251,26 @@ def _save_distributed(trainer: Trainer, wait: bool, on_commit: Callable[[Path], 
     return trainer.checkpointer().save(trainer.global_step, tensors, shared, _rank_state(trainer), wait, on_commit)
 
 
-def _load_distributed(trainer: Trainer, folder: Path) -> None:
-    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+def keep_saved_optimizer_states(template: dict[str, Any], name: str, saved: set[str]) -> list[str]:
+    """Drop from an optimiser's loading template (`get_optimizer_state_dict` layout, under `name` in the
+    checkpoint) the per-parameter states the checkpoint does not hold: a parameter that had not stepped when it
+    was written (e.g. an expert no SGTS exit step had called yet) has none, and must resume with none. A state
+    with only some of its slots saved stays, so that DCP refuses the checkpoint. Returns the dropped FQNs."""
+    states = template["state"]
+    dropped = [fqn for fqn, slots in states.items() if not any(f"{name}.state.{fqn}.{slot}" in saved for slot in slots)]
+    for fqn in dropped:
+        del states[fqn]
+    return dropped
 
-    from pdmd_core.distributed_checkpoint import SHARED_FILE, load_tensors, rank_file, read_json
+
+def _load_distributed(trainer: Trainer, folder: Path) -> None:
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    from pdmd_core.distributed_checkpoint import SHARED_FILE, load_tensors, rank_file, read_json, read_metadata_safely
 
     shared = read_json(folder, SHARED_FILE)
     if shared.get("format") != DISTRIBUTED_FORMAT:
@@ -266,16 +283,22 @@ def _load_distributed(trainer: Trainer, folder: Path) -> None:
     else:
         trainer.phase_started = False
     template = _tensors(trainer, contents)
+    saved = set(read_metadata_safely(folder / ".metadata").state_dict_metadata)
+    for name in ("opt_fake", "opt_generator"):
+        if contents[name]:
+            keep_saved_optimizer_states(template[name], name, saved)
     load_tensors(folder, template)  # in place, resharded to this trainer's layout
     fake_modules, gen_modules = _containers(trainer)
     if contents["fake"]:
         set_model_state_dict(fake_modules, template["fake"])
+    # strict=False: parameters without a saved state (never stepped) are left without one
+    partial = StateDictOptions(strict=False)
     if contents["opt_fake"]:
         assert trainer.opt_fake is not None
-        set_optimizer_state_dict(fake_modules, trainer.opt_fake, template["opt_fake"])
+        set_optimizer_state_dict(fake_modules, trainer.opt_fake, template["opt_fake"], options=partial)
     if contents["opt_generator"]:
         assert trainer.opt_gen is not None
-        set_optimizer_state_dict(gen_modules, trainer.opt_gen, template["opt_generator"])
+        set_optimizer_state_dict(gen_modules, trainer.opt_gen, template["opt_generator"], options=partial)
     trainer.iter_in_phase = int(shared["iter_in_phase"])
     own = (folder / rank_file(trainer.rank)).is_file()
     rng = read_json(folder, rank_file(trainer.rank if own else 0))
