@@ -11,12 +11,16 @@ workers; `make test-fast` runs the first two.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 _started_by_suite: dict[str, object] = {}
+RUN_DIR = "PDMD_TEST_RUN_DIR"
 
 # fixtures shared by every layer (tests/support is on sys.path through `pythonpath` in pyproject.toml)
 pytest_plugins = ["eval_helpers", "realscale_fixtures", "smoke_fixtures"]
@@ -63,14 +67,31 @@ def _isolate_flush_denormal():
     torch.set_flush_denormal(False)
 
 
+def pytest_configure(config):
+    """One folder for this run, shared by the xdist workers (they inherit the controller's environment)."""
+    if not hasattr(config, "workerinput") and RUN_DIR not in os.environ:
+        os.environ[RUN_DIR] = tempfile.mkdtemp(prefix="pdmd-tests-")
+
+
+def _slurm_record() -> Path:
+    return Path(os.environ[RUN_DIR]) / "slurm-started.json"
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
+    """The machine's one SLURM cluster, started by whichever worker needs it first (a file lock keeps two from
+    starting daemons at once); stopped once, after every worker is done (`pytest_sessionfinish` of the controller,
+    or of the only process without xdist)."""
+    from filelock import FileLock
+
     from pdmd_pipeline.infra import slurm_cluster as cluster
 
-    started = cluster.start()
-    _started_by_suite["slurm"] = started
+    record = _slurm_record()
+    with FileLock(str(record) + ".lock"):
+        started = cluster.start()
+        before = json.loads(record.read_text()) if record.is_file() else []
+        record.write_text(json.dumps(sorted(set(before) | set(started))))
     yield cluster
-    cluster.stop(only=started)
 
 
 @pytest.fixture(scope="session")
@@ -88,11 +109,13 @@ def pytest_sessionfinish(session, exitstatus):
     from pdmd_pipeline.infra.processes import pid_alive, read_pid
 
     leftovers = []
-    if "slurm" in _started_by_suite:
+    record = _slurm_record()
+    if not hasattr(session.config, "workerinput") and record.is_file():  # the controller, or the only process
         from pdmd_pipeline.infra import slurm_cluster as cluster
 
-        leftovers += [d.name for d in cluster.START_ORDER
-                      if d.name in _started_by_suite["slurm"] and pid_alive(read_pid(d.pid_file))]
+        started = json.loads(record.read_text())
+        cluster.stop(only=started)
+        leftovers += [d.name for d in cluster.START_ORDER if d.name in started and pid_alive(read_pid(d.pid_file))]
     info = _started_by_suite.get("mlflow")
     if info is not None and pid_alive(info.pid):  # type: ignore[attr-defined]
         leftovers.append("mlflow server")
