@@ -25,24 +25,20 @@ RUN_DIR = "PDMD_TEST_RUN_DIR"
 # fixtures shared by every layer (tests/support is on sys.path through `pythonpath` in pyproject.toml)
 pytest_plugins = ["eval_helpers", "realscale_fixtures", "smoke_fixtures"]
 
-# Tests that share one expensive world run on the same xdist worker (`--dist loadgroup`): the machine's single
-# SLURM cluster (its tests also wait on one scheduler, so running them side by side only slows each down) and
-# the smoke sandbox. Every other test is grouped with its module, so module-scoped fixtures are built once.
-SERVICE_GROUPS = {"smoke_repo": "smoke-sandbox", "slurm_cluster": "slurm"}
+# Tests that share one expensive world run on the same xdist worker (`--dist loadgroup`): the smoke sandbox (a
+# session fixture: built once, by that worker). Every other test is grouped with its module, so module-scoped
+# fixtures are built once. SLURM tests run on either worker: the cluster is one per machine (`slurm_cluster`).
+SHARED_WORLDS = {"smoke_repo": "smoke-sandbox"}
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    slurm_modules = {item.module.__name__ for item in items
-                     if "slurm_cluster" in getattr(item, "fixturenames", ())}
     for item in items:
         if any(m.name == "xdist_group" for m in item.iter_markers()):
             continue
         fixtures = getattr(item, "fixturenames", ())
-        group = next((g for f, g in SERVICE_GROUPS.items() if f in fixtures), None)
-        if group is None and item.module.__name__ in slurm_modules:
-            group = "slurm"  # the module's other tests share its module-scoped fixtures with the SLURM ones
-        item.add_marker(pytest.mark.xdist_group(group or item.module.__name__))
+        group = next((g for f, g in SHARED_WORLDS.items() if f in fixtures), item.module.__name__)
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)
