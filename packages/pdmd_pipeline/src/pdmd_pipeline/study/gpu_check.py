@@ -6,10 +6,14 @@ Parts (all by default; `--parts preset,sampling` to split a session's device tim
   and its sampling speed-up table (teacher 40 steps CFG 4 vs students 4 steps CFG 1, stock pipelines, GPU).
 - `preset`: the study's arms (Phased DMD 2 phases + SGTS, DMD2/SGTS re-noise, 4 phases) on the Wan2.1-T2V-1.3B
   preset, a 1.3B-shaped model with random weights at reduced frames (17×480×832: 7,800 tokens), batch 1,
-  through the FSDP2 path at world size 1 (NCCL, bf16 autocast, activation checkpointing): seconds per generator
-  iteration (5 fake updates + 1 generator update), the iteration's FLOPs (torch.utils.flop_counter on one
-  instrumented iteration; recomputation under activation checkpointing counted: hardware FLOPs), model-FLOPs
-  utilisation against the GPU's dense bf16 peak, peak memory vs the preset's memory plan.
+  through the FSDP2 path at world size 1 (NCCL, bf16 autocast, activation checkpointing). Per phase (an
+  iteration's work grows with the phase: later phases roll out through the earlier experts without grad):
+  seconds per generator iteration (5 fake updates + 1 generator update) over its steady iterations (the first
+  `--warmup-iterations` of each phase dropped; the phase switch and checkpoint saves fall in no iteration), the
+  iteration's FLOPs (pdmd_core.iteration_flops: each role's pass counted once by torch.utils.flop_counter at the
+  phase's start, times the passes the phase runs; under SGTS the expectation over the exit-step distribution),
+  MFU = model FLOPs (forwards and the backward autograd runs) and HFU = hardware FLOPs (plus activation
+  checkpointing's recomputation) per second over the GPU's dense bf16 peak; peak memory vs the memory plan.
 - `sampling`: the same model's stock WanPipeline at 40 steps CFG 4 vs an exported 4-step student (CFG 1): wall
   time per sample at that resolution.
 Writes OUT_DIR/gpu_study.json and gpu_study.md (default reports/realscale/). `--cpu-rehearsal` runs the same code
@@ -24,12 +28,23 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from pdmd_core.callbacks import Callback
+from pdmd_core.iteration_flops import (
+    IterationCosts,
+    Schedule,
+    exit_step_distribution,
+    expected_iteration_flops,
+    steady_seconds,
+    utilisation,
+)
+from pdmd_core.pass_flops import measure_pass_flops
 from pdmd_core.paths import project_root
 
 PRESET = "experiments/realscale/wan21_t2v_1p3b_phased.yaml"
@@ -95,29 +110,58 @@ def arm_config(root: Path, arm: str, model: dict[str, Any], iterations: int, dev
     return config_from_dict(merged, source=f"{PRESET} + arm {arm}")
 
 
-class IterationProbe:
-    """Times every generator iteration; counts the FLOPs of one (the second: after warm-up)."""
+class PhaseProbe(Callback):
+    """Per phase: the roles' pass FLOPs, counted at the phase's start, and the wall time of each of its generator
+    iterations. The clock restarts after the counting and after every checkpoint save, so neither the counting,
+    the phase switch nor a save falls in an iteration's time."""
 
     def __init__(self, device: torch.device) -> None:
-        from torch.utils.flop_counter import FlopCounterMode
-
         self.device = device
-        self.seconds: list[float] = []
-        self.flops: int | None = None
-        self.counter = FlopCounterMode(display=False)
+        self.costs: dict[int, IterationCosts] = {}
+        self.seconds: dict[int, list[float]] = {}
         self.last = time.perf_counter()
 
-    def __call__(self, step: int, phase: int, metrics: dict[str, float]) -> None:
+    def _restart(self) -> None:
+        _sync(self.device)
+        self.last = time.perf_counter()
+
+    def on_phase_begin(self, trainer: Any, phase: int) -> None:
+        self.costs[phase] = measure_pass_flops(trainer)
+        self.seconds[phase] = []
+        self._restart()
+
+    def on_iteration_end(self, trainer: Any, step: int, phase: int, metrics: dict[str, float]) -> None:
         _sync(self.device)
         now = time.perf_counter()
-        if step == 2:
-            self.counter.__exit__(None, None, None)
-            self.flops = int(self.counter.get_total_flops())
-        else:
-            self.seconds.append(now - self.last)
-        if step == 1:
-            self.counter.__enter__()
-        self.last = time.perf_counter()
+        self.seconds[phase].append(now - self.last)
+        self.last = now
+
+    def on_after_save(self, trainer: Any, path: Path) -> None:
+        self._restart()
+
+
+def phase_figures(costs: IterationCosts, schedule: Schedule, phase: int, seconds: list[float], warmup: int,
+                  peak: float | None) -> dict[str, Any]:
+    """One phase's FLOPs per iteration (expected over SGTS exit steps), steady-state time, MFU and HFU."""
+    steady = steady_seconds(seconds, warmup)
+    mean = sum(steady) / len(steady)
+    flops = expected_iteration_flops(costs, schedule, phase)
+    return {"phase": phase, "seconds_per_iteration": seconds, "warmup_iterations": warmup,
+            "steady_iterations": len(steady), "mean_steady_seconds": mean,
+            "exit_step_distribution": {str(j): float(p) for j, p in exit_step_distribution(schedule, phase).items()},
+            "model_flops_per_iteration": float(flops.model), "hardware_flops_per_iteration": float(flops.hardware),
+            "mfu": utilisation(flops.model, mean, peak) if peak else None,
+            "hfu": utilisation(flops.hardware, mean, peak) if peak else None, "pass_flops": asdict(costs)}
+
+
+def steady_figures(phases: list[dict[str, Any]], peak: float | None) -> dict[str, Any]:
+    """All phases' steady iterations together: their FLOPs over their time."""
+    seconds = sum(p["mean_steady_seconds"] * p["steady_iterations"] for p in phases)
+    model = sum(p["model_flops_per_iteration"] * p["steady_iterations"] for p in phases)
+    hardware = sum(p["hardware_flops_per_iteration"] * p["steady_iterations"] for p in phases)
+    return {"iterations": sum(p["steady_iterations"] for p in phases), "seconds": seconds,
+            "mfu": utilisation(model, seconds, peak) if peak else None,
+            "hfu": utilisation(hardware, seconds, peak) if peak else None}
 
 
 def _sync(device: torch.device) -> None:
@@ -126,7 +170,7 @@ def _sync(device: torch.device) -> None:
 
 
 def preset_arm(root: Path, ctx: Any, arm: str, base: Path, cache: Path, resolution: list[int], architecture: str,
-               peak: float | None) -> dict[str, Any]:
+               peak: float | None, warmup: int, timed: int) -> dict[str, Any]:
     from pdmd_core.callbacks import OnIteration
     from pdmd_core.models.registry import build_model
     from pdmd_core.realscale.distributed import fsdp2_role_wrapper
@@ -136,34 +180,31 @@ def preset_arm(root: Path, ctx: Any, arm: str, base: Path, cache: Path, resoluti
              "resolution": resolution, "resolutions": None, "gpus": 1, "weights": "sharded"}
     if ctx.device.type == "cpu":
         model["autocast_dtype"] = None
-    cfg = arm_config(root, arm, model, 3, ctx.device.type)  # 3 per phase: warm-up, FLOP-counted, timed
+    cfg = arm_config(root, arm, model, warmup + timed, ctx.device.type)  # per phase
     bundle = build_model("wan", cfg.model.params, ctx.device)  # type: ignore[union-attr]
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    probe = IterationProbe(ctx.device)
+    probe = PhaseProbe(ctx.device)
     losses: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, bundle, Path(tmp), progress=False, wrap_module=fsdp2_role_wrapper(ctx),
                           callbacks=[OnIteration(lambda s, p, m: losses.extend(v for k, v in m.items() if "loss" in k)),
-                                     OnIteration(probe)])
-        probe.last = time.perf_counter()
+                                     probe])
         trainer.fit()
         plan = bundle.extras["memory_plan"](cfg, trainer.role_summary())
-    steady = probe.seconds[1:]  # after the first (warm-up) iteration, without the instrumented one
-    per_iteration = sum(steady) / len(steady)
-    out = {"arm": arm, "method": cfg.method, "phases": cfg.num_phases, "transport": cfg.transport,
-           "generator_iterations": trainer.global_step, "tokens_per_sample": plan["tokens_per_sample"],
-           "seconds_per_generator_iteration": [round(s, 3) for s in probe.seconds],
-           "mean_seconds_per_iteration_after_warmup": round(per_iteration, 3),
-           "flops_per_iteration": probe.flops,
-           "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if ctx.device.type == "cuda" else None,
-           "memory_plan_gib": plan["per_gpu_gib"], "losses_finite": all(math.isfinite(v) for v in losses)}
-    if probe.flops is not None and peak:
-        out["mfu"] = round(probe.flops / per_iteration / peak, 4)
-    return out
+    schedule = Schedule.of(cfg)
+    phases = [phase_figures(probe.costs[k], schedule, k, probe.seconds[k], warmup, peak)
+              for k in range(cfg.num_phases)]
+    return {"arm": arm, "method": cfg.method, "phases": cfg.num_phases, "transport": cfg.transport,
+            "ttur_ratio": cfg.ttur_ratio, "generator_iterations": trainer.global_step,
+            "tokens_per_sample": plan["tokens_per_sample"], "per_phase": phases,
+            "steady": steady_figures(phases, peak),
+            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if ctx.device.type == "cuda" else None,
+            "memory_plan_gib": plan["per_gpu_gib"], "losses_finite": all(math.isfinite(v) for v in losses)}
 
 
-def preset_part(root: Path, ctx: Any, work: Path, rehearsal: bool, peak: float | None) -> dict[str, Any]:
+def preset_part(root: Path, ctx: Any, work: Path, rehearsal: bool, peak: float | None, warmup: int,
+                timed: int) -> dict[str, Any]:
     from pdmd_core.realscale.gpu_check import _random_prompt_cache
 
     architecture, resolution = ("tiny-wan2.1", [5, 32, 32]) if rehearsal else ("wan2.1-t2v-1.3b", [17, 480, 832])
@@ -173,7 +214,7 @@ def preset_part(root: Path, ctx: Any, work: Path, rehearsal: bool, peak: float |
     arms = {}
     for arm in ARMS:
         try:
-            arms[arm] = preset_arm(root, ctx, arm, base, cache, resolution, architecture, peak)
+            arms[arm] = preset_arm(root, ctx, arm, base, cache, resolution, architecture, peak, warmup, timed)
         except Exception as err:  # one arm failing must not hide the others' figures
             import traceback
 
@@ -181,7 +222,7 @@ def preset_part(root: Path, ctx: Any, work: Path, rehearsal: bool, peak: float |
         if ctx.device.type == "cuda":
             torch.cuda.empty_cache()
     return {"architecture": architecture, "resolution": resolution, "base": str(base), "cache": str(cache),
-            "arms": arms}
+            "warmup_iterations": warmup, "timed_iterations": timed, "arms": arms}
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -242,8 +283,12 @@ def sampling_part(root: Path, ctx: Any, work: Path, rehearsal: bool) -> dict[str
 
 
 # ---------------------------------------------------------------------------------------------- report
-def _tflop(flops: int | None) -> str:
+def _tflop(flops: float | None) -> str:
     return "–" if flops is None else f"{flops / 1e12:.4g}"
+
+
+def _fraction(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -253,15 +298,25 @@ def markdown(results: dict[str, Any]) -> str:
     preset = results.get("preset")
     if preset:
         lines += [f"## Wan2.1-1.3B preset arms ({preset['architecture']}, {'×'.join(map(str, preset['resolution']))})",
-                  "", "| arm | phases | s / generator iteration | TFLOP / iteration | MFU | peak GiB | plan GiB |",
-                  "|---|---|---|---|---|---|---|"]
+                  "", "Per phase, over its steady iterations (warm-up iterations dropped per phase: "
+                  f"{preset['warmup_iterations']}; phase switches and saves excluded). TFLOP / iteration: model "
+                  "FLOPs (forwards and the backwards autograd runs; under SGTS the expectation over the exit step) / "
+                  "hardware FLOPs (plus activation checkpointing's recomputation). MFU and HFU: those over the time "
+                  f"and the GPU's dense bf16 peak ({results['peak_bf16_tflops']} TFLOP/s).", "",
+                  "| arm | phase | s / generator iteration (n) | TFLOP / iteration, model / hardware | MFU | HFU | "
+                  "peak GiB | plan GiB |", "|---|---|---|---|---|---|---|---|"]
         for arm, r in preset["arms"].items():
             if "error" in r:
-                lines.append(f"| {arm} | error: {r['error'][:80]} | | | | | |")
+                lines.append(f"| {arm} | error: {r['error'][:80]} | | | | | | |")
                 continue
             plan = r["memory_plan_gib"].get("total")
-            lines.append(f"| {arm} | {r['phases']} | {r['mean_seconds_per_iteration_after_warmup']} | "
-                         f"{_tflop(r['flops_per_iteration'])} | {r.get('mfu', '–')} | {r['peak_gib']} | {plan} |")
+            for p in r["per_phase"]:
+                lines.append(f"| {arm} | {p['phase']} | {p['mean_steady_seconds']:.4g} ({p['steady_iterations']}) | "
+                             f"{_tflop(p['model_flops_per_iteration'])} / {_tflop(p['hardware_flops_per_iteration'])}"
+                             f" | {_fraction(p['mfu'])} | {_fraction(p['hfu'])} | {r['peak_gib']} | {plan} |")
+            steady = r["steady"]
+            lines.append(f"| {arm} | all | {steady['seconds'] / steady['iterations']:.4g} ({steady['iterations']}) | "
+                         f"| {_fraction(steady['mfu'])} | {_fraction(steady['hfu'])} | | |")
         lines.append("")
     sampling = results.get("sampling")
     if sampling and "error" not in sampling:
@@ -292,8 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, nargs="?", default=Path("reports/realscale"))
     parser.add_argument("--parts", default="smoke,preset,sampling", help="comma-separated: smoke, preset, sampling")
     parser.add_argument("--cpu-rehearsal", action="store_true", help="CPU, gloo, tiny architecture")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak (MFU)")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak (MFU, HFU)")
+    parser.add_argument("--warmup-iterations", type=int, default=1, help="per phase, not timed (default 1)")
+    parser.add_argument("--timed-iterations", type=int, default=None,
+                        help="per phase after the warm-up (default 3; 2 with --cpu-rehearsal)")
     args = parser.parse_args(argv)
+    timed = args.timed_iterations if args.timed_iterations is not None else (2 if args.cpu_rehearsal else 3)
+    if args.warmup_iterations < 0 or timed < 1:
+        parser.error(f"need --warmup-iterations >= 0 and --timed-iterations >= 1, got {args.warmup_iterations} "
+                     f"and {timed}")
     parts = [p for p in args.parts.split(",") if p]
     unknown = sorted(set(parts) - {"smoke", "preset", "sampling"})
     if unknown:
@@ -316,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = _process_group(device_type)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for part, run in (("preset", lambda: preset_part(root, ctx, work, args.cpu_rehearsal, peak)),
+        for part, run in (("preset", lambda: preset_part(root, ctx, work, args.cpu_rehearsal, peak,
+                                                         args.warmup_iterations, timed)),
                           ("sampling", lambda: sampling_part(root, ctx, work, args.cpu_rehearsal))):
             if part not in parts:
                 continue
