@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 PROMPTS = ["a red cat", "a blue dog sitting", "photo of a cat", "the dog runs"]
 
