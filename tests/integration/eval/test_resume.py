@@ -16,7 +16,7 @@ from pdmd_eval.evaluate import evaluate
 from pdmd_eval.reader import open_sample_set
 from pdmd_eval.samples import SampleSet, save_sample_set
 
-HERE = Path(__file__).parent
+SUPPORT = Path(__file__).resolve().parents[2] / "support"  # eval_helpers, for the child process
 N = 12  # 3 prompts × 4 seeds
 
 
@@ -61,7 +61,7 @@ def test_sigkill_mid_run_then_resume(media_images, tmp_path):
         "evaluate(open_sample_set(sys.argv[1]), metrics=['clip_similarity'],\n"
         "         models={'clip': CountingEmbedder(sleep=0.4)}, batch_size=1, cache=sys.argv[2], progress=False)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script, str(media_images), str(cache), str(HERE)])
+    proc = subprocess.Popen([sys.executable, "-c", script, str(media_images), str(cache), str(SUPPORT)])
     deadline = time.monotonic() + 120
     while len(_shards(cache)) < 3:
         assert proc.poll() is None, "the evaluation ended before it could be killed"
