@@ -85,3 +85,18 @@ def test_stop_precedence_lets_the_requeue_signal_win() -> None:
     assert STOP_PRECEDENCE[max(stop_rank(signal.SIGUSR2), stop_rank(signal.SIGTERM)) - 1] == signal.SIGUSR2
     with pytest.raises(ValueError, match="signal 2 is not a stop signal"):
         stop_rank(signal.SIGINT)
+
+
+@pytest.mark.slow
+def test_usr2_on_one_rank_and_term_on_the_other_in_one_step_take_the_requeue_path(tmp_path: Path) -> None:
+    """Two gloo processes, real SIGUSR2 to rank 0 and SIGTERM to rank 1 during step 3: both stop after step 3
+    with one committed checkpoint and both adopt USR2 (exit 128 + 12: the path where submitit's handler
+    requeues), and the next job resumes from that checkpoint."""
+    from pdmd_pipeline.reliability.edges import REQUEUE_EXIT, ranks_disagree_on_signal
+
+    [outcome] = ranks_disagree_on_signal(tmp_path, step=3)
+    assert outcome.ok, outcome.happened
+    assert outcome.details["codes"] == [REQUEUE_EXIT, REQUEUE_EXIT]
+    assert outcome.details["adopted"] == [signal.SIGUSR2, signal.SIGUSR2]
+    assert outcome.details["committed"] == ["ckpt_00000003.dcp"]
+    assert outcome.details["resumed_from"] == ["ckpt_00000003.dcp"]

@@ -162,3 +162,24 @@ def test_signals_after_the_job_returned_are_ignored_until_exit() -> None:
             signal.signal(sig, handler)
     assert job.flag is not None and not job.flag()
     assert job.flag.after_finish == [signal.SIGUSR2, signal.SIGTERM] and job.flag.signum is None
+
+
+@pytest.mark.slow
+def test_usr2_or_term_during_the_last_step_exits_0_with_the_run_finished(tmp_path: Path) -> None:
+    from pdmd_pipeline.reliability.edges import LAST_STEP, signal_during_last_step
+
+    outcomes = signal_during_last_step(tmp_path)
+    assert [o.ok for o in outcomes] == [True, True], [o.happened for o in outcomes]
+    for outcome in outcomes:
+        record = outcome.details["record"]
+        assert record["exit"] == 0 and record["result"]["steps"] == LAST_STEP
+        assert [s for s in record["saves"] if s[0] == LAST_STEP] == [[LAST_STEP, 2]]
+
+
+@pytest.mark.slow
+def test_usr2_and_term_after_the_last_step_exit_0(tmp_path: Path) -> None:
+    from pdmd_pipeline.reliability.edges import signal_after_last_step
+
+    [outcome] = signal_after_last_step(tmp_path)
+    assert outcome.ok, outcome.happened
+    assert outcome.details["record"]["after_finish"] == [signal.SIGUSR2, signal.SIGTERM]

@@ -185,3 +185,20 @@ def test_an_aside_copy_without_its_replacement_is_renamed_back_and_an_uncommitte
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_00000004.dcp"]
     with pytest.raises(ValueError, match="no COMMITTED marker"):
         checkpoint.install_committed(tmp_path / "nothing.dcp", tmp_path / "ckpt_00000004.dcp")
+
+
+@pytest.mark.slow
+def test_a_training_job_killed_while_resaving_a_phase_end_resumes_from_that_step(tmp_path: Path) -> None:
+    """The issue's path with real jobs: USR2 on phase 0's last iteration saves step 4, the requeued job ends the
+    phase, saves step 4 again and is SIGKILLed at each point of the replace; the next job resumes from step 4 and
+    ends bit-identical to an uninterrupted run (pdmd_pipeline.reliability.edges)."""
+    from pdmd_pipeline.reliability.edges import kill_while_replacing_checkpoint
+
+    outcomes = kill_while_replacing_checkpoint(tmp_path)
+    assert [o.ok for o in outcomes] == [True] * 4, [o.happened for o in outcomes if not o.ok]
+    listed = {o.fault.rsplit(": ", 1)[1]: (o.details["listed"], o.details["phase"])
+              for o in outcomes}
+    # phase 0: the old copy (saved at phase 0's last iteration); phase 1: the new one (phase 0 ended)
+    assert listed == {"before aside": ("ckpt_00000004.dcp", 0), "before install": (".tmp_ckpt_00000004.dcp", 1),
+                      "before delete": ("ckpt_00000004.dcp", 1), "mid delete": ("ckpt_00000004.dcp", 1)}
+    assert {o.details["resumed_from"] for o in outcomes} == {"ckpt_00000004.dcp"}
