@@ -110,7 +110,6 @@ _LEFT_LISTED = {"before_aside": ("ckpt_00000004.dcp", "old"), "before_install": 
                 "before_delete": ("ckpt_00000004.dcp", "new"), "mid_delete": ("ckpt_00000004.dcp", "new")}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("point", list(_LEFT_LISTED))
 def test_sigkill_while_resaving_a_dcp_step_leaves_a_committed_copy_that_is_adopted(tmp_path: Path,
                                                                                     point: str) -> None:
