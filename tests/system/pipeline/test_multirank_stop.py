@@ -1,7 +1,8 @@
 """A stop signal that reaches only one rank stops every rank after the same iteration (2 gloo processes): the
 ranks agree at each iteration boundary (an all-reduce), write one committed checkpoint together, and all of them
 adopt the signal (so the first task requeues on USR2 even when its own copy has not arrived yet). The run then
-resumes from that checkpoint and ends bit-identical to an uninterrupted run."""
+resumes from that checkpoint and ends bit-identical to an uninterrupted run. When the ranks got different signals
+(USR2 on one, TERM on another), the requeue signal USR2 wins on every rank."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -74,3 +76,27 @@ def test_a_signal_on_one_rank_stops_all_ranks_at_the_same_iteration(tmp_path: Pa
     a = read_tensors(latest_checkpoint(tmp_path / "stopped" / "checkpoints"), "generator.")  # type: ignore[arg-type]
     b = read_tensors(latest_checkpoint(tmp_path / "whole" / "checkpoints"), "generator.")  # type: ignore[arg-type]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stop_precedence_lets_the_requeue_signal_win() -> None:
+    from pdmd_pipeline.realscale.launch import STOP_PRECEDENCE, stop_rank
+
+    assert stop_rank(None) == 0 and stop_rank(signal.SIGUSR2) > stop_rank(signal.SIGTERM) > 0
+    assert STOP_PRECEDENCE[max(stop_rank(signal.SIGUSR2), stop_rank(signal.SIGTERM)) - 1] == signal.SIGUSR2
+    with pytest.raises(ValueError, match="signal 2 is not a stop signal"):
+        stop_rank(signal.SIGINT)
+
+
+@pytest.mark.slow
+def test_usr2_on_one_rank_and_term_on_the_other_in_one_step_take_the_requeue_path(tmp_path: Path) -> None:
+    """Two gloo processes, real SIGUSR2 to rank 0 and SIGTERM to rank 1 during step 3: both stop after step 3
+    with one committed checkpoint and both adopt USR2 (exit 128 + 12: the path where submitit's handler
+    requeues), and the next job resumes from that checkpoint."""
+    from pdmd_pipeline.reliability.edges import REQUEUE_EXIT, ranks_disagree_on_signal
+
+    [outcome] = ranks_disagree_on_signal(tmp_path, step=3)
+    assert outcome.ok, outcome.happened
+    assert outcome.details["codes"] == [REQUEUE_EXIT, REQUEUE_EXIT]
+    assert outcome.details["adopted"] == [signal.SIGUSR2, signal.SIGUSR2]
+    assert outcome.details["committed"] == ["ckpt_00000003.dcp"]
+    assert outcome.details["resumed_from"] == ["ckpt_00000003.dcp"]

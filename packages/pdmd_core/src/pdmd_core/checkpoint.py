@@ -7,14 +7,23 @@ Two layouts share a run's `checkpoints/` folder and its naming (`<step>` = globa
   (`pdmd train`, `dvc repro`) writes these.
 - `ckpt_<step>.dcp/`: a torch.distributed.checkpoint folder written by every rank together
   (`pdmd_core.distributed_checkpoint`) into a staging folder `.tmp_ckpt_<step>.dcp/`, which rank 0 gives its
-  commit marker `COMMITTED` and its final name once every rank has finished its part. Only a folder with its
-  final name and its marker counts; what a killed save leaves is never read and is removed by the next save.
+  commit marker `COMMITTED` and then its final name (`install_committed`) once every rank has finished its part.
+  Only a folder with its marker counts; a staging folder without one (a killed save) is never read and is
+  removed by the next save.
+
+Saving a step again (a pre-emption on a phase's last iteration saves step N, the requeued job ends the phase
+and saves step N again) replaces a committed folder: a file is replaced by one atomic rename, a folder cannot
+be, so the old one is renamed aside to `.old_ckpt_<step>.dcp/`, the new one renamed in, then the old one
+deleted. A kill between any two of these leaves a committed copy of step N (the staged new one, the final one,
+or the aside old one): `list_checkpoints` counts it for step N, and `adopt_interrupted_replacements` (run by the
+writer at resume and before each save) gives it its final name back instead of deleting it.
 
 - `list_checkpoints(folder)` / `latest_checkpoint(folder)`: complete checkpoints of both kinds, by step.
 - `load_checkpoint(path)`: a single file, with `torch.load(weights_only=True)`: tensors and plain data only. A
   file that would need to unpickle anything else (a crafted `__reduce__` payload, a class) is refused with
   `UnsafeCheckpointError` before any of its code can run.
-- `remove_stale_temporaries(folder)`: temp files / staging folders a killed writer left behind.
+- `remove_stale_temporaries(folder)`: temp files / uncommitted staging folders a killed writer left behind
+  (after adopting the committed copies a killed replace left).
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ import torch
 
 _NAME = re.compile(r"^ckpt_(\d{8,})\.(pt|dcp)$")
 TEMP_PREFIX = ".tmp_ckpt_"
+ASIDE_PREFIX = ".old_ckpt_"  # a committed DCP folder set aside while a new copy of its step replaces it
+_STAGED = re.compile(r"^\.tmp_ckpt_(\d{8,})\.dcp$")
+_ASIDE = re.compile(r"^\.old_ckpt_(\d{8,})\.dcp$")
 COMMIT_MARKER = "COMMITTED"
 SHARED_FILE = "trainer.json"  # a DCP checkpoint's non-tensor state (counters, config, callbacks)
 
@@ -47,8 +59,20 @@ def distributed_checkpoint_name(step: int) -> str:
     return f"ckpt_{step:08d}.dcp"
 
 
+def staging_name(step: int) -> str:
+    """Where the ranks write DCP step `step` before it is committed: `.tmp_ckpt_<step>.dcp`."""
+    return f"{TEMP_PREFIX}{step:08d}.dcp"
+
+
+def aside_name(step: int) -> str:
+    """Where a committed DCP folder of step `step` waits while a new copy of the step replaces it."""
+    return f"{ASIDE_PREFIX}{step:08d}.dcp"
+
+
 def checkpoint_step(path: str | Path) -> int:
-    match = _NAME.match(Path(path).name)
+    """The step of a checkpoint (or of the staged / aside copy of one that `list_checkpoints` may return)."""
+    name = Path(path).name
+    match = _NAME.match(name) or _STAGED.match(name) or _ASIDE.match(name)
     if match is None:
         raise ValueError(f"{path} is not named like a checkpoint (ckpt_<step>.pt or ckpt_<step>.dcp)")
     return int(match.group(1))
@@ -69,9 +93,26 @@ def _named(folder: Path) -> list[tuple[int, Path]]:
     return sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)))
 
 
+def _copies(folder: Path, pattern: re.Pattern[str]) -> list[tuple[int, Path]]:
+    """Staged or aside DCP folders (by `pattern`) with their steps, committed or not."""
+    if not folder.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := pattern.match(p.name)) and p.is_dir())
+
+
 def list_checkpoints(folder: str | Path) -> list[Path]:
-    """Complete checkpoints (files, and DCP folders with their commit marker), oldest step first."""
-    return [p for _, p in _named(Path(folder)) if is_committed(p)]
+    """Complete checkpoints (files, and DCP folders with their commit marker), oldest step first. A step whose
+    DCP folder a killed replace left without its final name counts with the committed copy it left: the staged
+    new one, else the aside old one (read-only here; `adopt_interrupted_replacements` renames it back)."""
+    folder = Path(folder)
+    found = [(s, p) for s, p in _named(folder) if is_committed(p)]
+    have = {s for s, p in found if is_distributed_checkpoint(p)}
+    for pattern in (_STAGED, _ASIDE):
+        for step, copy in _copies(folder, pattern):
+            if step not in have and is_committed(copy):
+                found.append((step, copy))
+                have.add(step)
+    return [p for _, p in sorted(found)]
 
 
 def partial_checkpoints(folder: str | Path) -> list[Path]:
@@ -109,6 +150,51 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _rename_durably(source: Path, target: Path) -> None:
+    os.rename(source, target)
+    fsync_dir(target.parent)
+
+
+def install_committed(staged: Path, final: Path) -> None:
+    """Give the committed DCP folder `staged` the name `final` so that a kill at any point leaves a committed copy
+    of the step under a name `list_checkpoints` reads: a folder already at `final` is renamed aside first (a
+    folder cannot be renamed over a non-empty one), then `staged` is renamed in, then the aside copy is deleted;
+    each rename is fsynced."""
+    if not is_committed(staged):
+        raise ValueError(f"{staged} has no {COMMIT_MARKER} marker: only a committed folder may replace {final}")
+    aside = final.with_name(aside_name(checkpoint_step(final)))
+    if final.exists():
+        if aside.exists():  # an older copy still, left by an earlier replace; `staged` is committed
+            remove_checkpoint(aside)
+        _rename_durably(final, aside)
+    _rename_durably(staged, final)
+    if aside.exists():
+        remove_checkpoint(aside)
+
+
+def adopt_interrupted_replacements(folder: str | Path) -> list[Path]:
+    """Finish the commits and replacements a killed DCP writer left (writer side: one process, or rank 0 while
+    the others wait): a committed staged folder is the newest state of its step and is installed under its final
+    name; an aside folder is deleted once its step has a committed final folder, and renamed back otherwise.
+    Returns the final paths installed or restored."""
+    folder = Path(folder)
+    done: list[Path] = []
+    for step, staged in _copies(folder, _STAGED):
+        if is_committed(staged):
+            install_committed(staged, folder / distributed_checkpoint_name(step))
+            done.append(folder / distributed_checkpoint_name(step))
+    for step, aside in _copies(folder, _ASIDE):
+        final = folder / distributed_checkpoint_name(step)
+        if is_committed(final) or not is_committed(aside):
+            remove_checkpoint(aside)
+            continue
+        if final.exists():  # a final folder without its marker: a half-deleted or half-written copy
+            remove_checkpoint(final)
+        _rename_durably(aside, final)
+        done.append(final)
+    return done
+
+
 def save_checkpoint(folder: str | Path, step: int, state: dict[str, Any], keep_last: int = 3) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -139,10 +225,13 @@ def remove_checkpoint(path: Path) -> None:
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete temp files of checkpoint writes that never completed; returns what was removed."""
+    """Delete temp files and uncommitted staging folders of checkpoint writes that never completed, after
+    adopting the committed copies a killed replace left (`adopt_interrupted_replacements`); returns what was
+    removed."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
+    adopt_interrupted_replacements(folder)
     stale = sorted(p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX))
     for p in stale:
         if p.is_dir():  # the staging folder of a distributed save that never committed

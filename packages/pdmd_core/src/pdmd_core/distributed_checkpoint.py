@@ -9,12 +9,15 @@ A checkpoint of step N is the folder `checkpoints/ckpt_<N>.dcp/`:
     rank_<r>.json                    what differs per rank (RNG states), one file per rank
     COMMITTED                        the commit marker (JSON: step, world size)
 
-How a save commits (`DistributedCheckpointer.save`): rank 0 clears what earlier killed saves left and creates
-the staging folder `.tmp_ckpt_<N>.dcp/`; every rank writes its JSON and its DCP shards there (fsynced); a barrier
-waits for every rank; then rank 0 writes COMMITTED, renames the staging folder to `ckpt_<N>.dcp` and fsyncs the
-parent, deletes checkpoints beyond keep-last-K, and a last barrier lets every rank go on. A rank killed in the
-middle of a save therefore leaves only a staging folder: never listed, never read, removed by the next save, and
-resume starts from the newest checkpoint every rank completed (rank 0 picks it and broadcasts the choice).
+How a save commits (`DistributedCheckpointer.save`): rank 0 finishes what earlier killed commits left
+(`adopt_interrupted_replacements`), clears what killed saves left and creates the staging folder
+`.tmp_ckpt_<N>.dcp/`; every rank writes its JSON and its DCP shards there (fsynced); a barrier waits for every
+rank; then rank 0 writes COMMITTED, renames the staging folder to `ckpt_<N>.dcp` (`install_committed`: a folder
+of step N already there is renamed aside first and deleted last; each rename fsynced), deletes checkpoints beyond
+keep-last-K, and a last barrier lets every rank go on. A rank killed in the middle of a save therefore leaves
+only an uncommitted staging folder: never listed, never read, removed by the next save; a kill during the
+renames leaves a committed copy of step N that is listed and adopted. Resume starts from the newest checkpoint
+every rank completed (rank 0 adopts, picks it and broadcasts the choice).
 With `async_save` the shards are written in the background (`dcp.async_save` on a dedicated gloo group) and the
 commit happens when the next save starts or `finish()` is called.
 
@@ -47,12 +50,14 @@ from pdmd_core.checkpoint import (
     COMMIT_MARKER,
     SHARED_FILE,
     TEMP_PREFIX,
+    adopt_interrupted_replacements,
     distributed_checkpoint_name,
-    fsync_dir,
+    install_committed,
     list_checkpoints,
     partial_checkpoints,
     refuse_unsafe,
     remove_checkpoint,
+    staging_name,
     write_atomic,
 )
 
@@ -73,11 +78,6 @@ _METADATA_GLOBALS = {
 
 def rank_file(rank: int) -> str:
     return f"rank_{rank:05d}.json"
-
-
-def staging_name(step: int) -> str:
-    """Where the ranks write step `step` before it is committed: `.tmp_ckpt_<step>.dcp`."""
-    return f"{TEMP_PREFIX}{step:08d}.dcp"
 
 
 def _distributed() -> bool:
@@ -227,9 +227,13 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------------------ choosing
 def newest_committed(folder: Path) -> Path | None:
-    """The newest complete checkpoint (file or committed DCP folder); rank 0 decides and every rank agrees."""
-    found = list_checkpoints(folder)
-    choice = [str(found[-1]) if found else None]
+    """The newest complete checkpoint (file or committed DCP folder); rank 0 decides, after giving a committed
+    copy that a killed replace left its final name back, and every rank agrees."""
+    choice: list[str | None] = [None]
+    if _rank() == 0:
+        adopt_interrupted_replacements(folder)
+        found = list_checkpoints(folder)
+        choice = [str(found[-1]) if found else None]
     if _distributed() and dist.get_world_size() > 1:
         dist.broadcast_object_list(choice, src=0)
     return None if choice[0] is None else Path(choice[0])
@@ -293,10 +297,7 @@ class DistributedCheckpointer:
             staging = self.folder / staging_name(step)
             world = dist.get_world_size() if _distributed() else 1
             _write_json(staging / COMMIT_MARKER, {"step": step, "world_size": world})
-            if final.exists():  # the same step saved again (e.g. pre-emption on a phase's last iteration)
-                remove_checkpoint(final)
-            staging.rename(final)
-            fsync_dir(self.folder)
+            install_committed(staging, final)  # replaces step N if saved again (pre-emption at a phase's end)
             for old in list_checkpoints(self.folder)[:-self.keep_last]:
                 remove_checkpoint(old)
         _barrier()
@@ -305,18 +306,18 @@ class DistributedCheckpointer:
         return final
 
     def _clear_leftovers(self) -> None:
-        """Staging folders and uncommitted checkpoint folders that a killed save left behind (rank 0)."""
-        for path in partial_checkpoints(self.folder):
+        """What killed saves left behind (rank 0): committed copies are adopted (a killed replace), uncommitted
+        staging folders and checkpoint folders removed."""
+        adopt_interrupted_replacements(self.folder)
+        for path in partial_checkpoints(self.folder) + staging_folders(self.folder):
             shutil.rmtree(path, ignore_errors=True)
-        for path in self.folder.iterdir():
-            if path.name.startswith(TEMP_PREFIX) and path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
 
 
 def staging_folders(folder: Path) -> list[Path]:
     """Staging folders of distributed saves that never committed (what a killed rank leaves)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(TEMP_PREFIX))
+    return sorted(p for p in folder.iterdir()
+                  if p.is_dir() and p.name.startswith(TEMP_PREFIX) and not (p / COMMIT_MARKER).is_file())
 
 

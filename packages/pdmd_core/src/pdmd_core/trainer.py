@@ -393,8 +393,7 @@ class Trainer:
 
         if not self.resumed:
             self.resume()
-        total = sum(self.cfg.iterations_for_phase(k) for k in range(self.cfg.num_phases))
-        bar = tqdm(total=total, initial=self.global_step, disable=not self.progress, desc="distill",
+        bar = tqdm(total=self.total_iterations, initial=self.global_step, disable=not self.progress, desc="distill",
                    dynamic_ncols=True)
         self.callbacks.fire("on_fit_begin", self)
         try:
@@ -422,6 +421,11 @@ class Trainer:
             bar.close()
         trainer_state.finish(self)
         self.callbacks.fire("on_fit_end", self)
+
+    @property
+    def total_iterations(self) -> int:
+        """Generator iterations of the whole run (all phases): `global_step` after the last one."""
+        return sum(self.cfg.iterations_for_phase(k) for k in range(self.cfg.num_phases))
 
     # ------------------------------------------------------------------ state
     @property

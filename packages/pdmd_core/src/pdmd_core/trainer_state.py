@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from pdmd_core.checkpoint import (
+    adopt_interrupted_replacements,
     is_distributed_checkpoint,
     latest_checkpoint,
     load_checkpoint,
@@ -125,13 +126,15 @@ def load_state_dict(trainer: Trainer, state: dict[str, Any]) -> None:
 
 
 def resume(trainer: Trainer) -> Path | None:
-    """Load the newest complete checkpoint of the trainer's run dir (either layout); returns its path. Writes
-    nothing: what a killed write left (temp files, uncommitted DCP folders) is never read."""
+    """Load the newest complete checkpoint of the trainer's run dir (either layout); returns its path. What a
+    killed write left (temp files, uncommitted DCP folders) is never read; the one write is giving a committed DCP
+    copy that a replace killed half-way left its final name back (`adopt_interrupted_replacements`)."""
     if trainer.distributed_checkpoints:
         from pdmd_core.distributed_checkpoint import newest_committed
 
         path = newest_committed(trainer.checkpoint_dir)
     else:
+        adopt_interrupted_replacements(trainer.checkpoint_dir)
         path = latest_checkpoint(trainer.checkpoint_dir)
     if path is None:
         return None

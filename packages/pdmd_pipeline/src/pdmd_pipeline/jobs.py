@@ -157,12 +157,16 @@ class StudentSnapshots(Callback):
 
 class PreemptionCallback(Callback):
     """At the first iteration boundary after `stop_requested()` turns true: write a checkpoint, deliver the spooled
-    records (`before_stop`), raise `Preempted` (the requeued job resumes from that checkpoint)."""
+    records (`before_stop`), raise `Preempted` (the requeued job resumes from that checkpoint). Not after the run's
+    last iteration: only the final phase end and save remain, so the run finishes instead of being requeued with
+    nothing left to train (`stop_requested` is not even asked there, on every rank alike)."""
 
     def __init__(self, stop_requested: Any, label: str, before_stop: Any) -> None:
         self.stop_requested, self.label, self.before_stop = stop_requested, label, before_stop
 
     def on_iteration_end(self, trainer: Any, step: int, phase: int, metrics: dict[str, float]) -> None:
+        if step >= trainer.total_iterations:
+            return
         if self.stop_requested():
             trainer.save()
             self.before_stop()
@@ -242,16 +246,25 @@ def _system_metrics(tracker: Any, interval_s: float) -> Any:
 
 
 class StopFlag:
-    """Set by a signal handler; the pre-emption callback checks it at the next iteration boundary."""
+    """Set by a signal handler; the pre-emption callback checks it at the next iteration boundary. Once the job
+    has its result (`finish()`), signals are only recorded in `after_finish`: a finished run stays finished."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.finished = False
+        self.after_finish: list[int] = []
 
     def set(self, signum: int, _frame: Any = None) -> None:
-        self.signum = signum
+        if self.finished:
+            self.after_finish.append(signum)
+        else:
+            self.signum = signum
+
+    def finish(self) -> None:
+        self.finished = True
 
     def __call__(self) -> bool:
-        return self.signum is not None
+        return self.signum is not None and not self.finished
 
 
 class StopOnSignal(Checkpointable):
@@ -263,6 +276,11 @@ class StopOnSignal(Checkpointable):
     this same job, which resumes from that checkpoint), requeues the job and exits; `after_handover` lets the
     other tasks of a multi-task job wait for that. After TERM, SLURM itself requeues (or cancels) the job; the
     process exits without a result so the submitter keeps waiting for the requeued run.
+
+    A run that finished exits 0 whatever arrives: a signal during its last iteration is not acted on (see
+    `PreemptionCallback`), and once `run` has returned its result our handler stays installed, ignoring USR2 and
+    TERM until the process exits (recorded in `StopFlag.after_finish`). Restoring submitit's handler (or the
+    default one) there would requeue a finished job, or kill it, while submitit writes its result.
     """
 
     def run(self, stop_requested: StopFlag, *args: Any, **kwargs: Any) -> Any:
@@ -286,10 +304,8 @@ class StopOnSignal(Checkpointable):
                 submitit_handler(signal.SIGUSR2, None)  # first task: requeues and exits
                 self.after_handover(flag)
             sys.exit(128 + int(flag.signum or signal.SIGTERM))
-        finally:
-            for sig, handler in previous.items():
-                if signal.getsignal(sig) is flag.set:
-                    signal.signal(sig, handler)
+        finally:  # a result (or an error) is final: our handler stays and ignores signals until the process exits
+            flag.finish()
 
 
 class CheckpointableDistill(StopOnSignal):

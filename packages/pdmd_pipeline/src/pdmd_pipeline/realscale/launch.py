@@ -19,15 +19,18 @@ each step's metrics once over all requeues, tags with the SLURM job ids, and the
 `submit_training(config, run_dir, profile_path, overrides, tracking)` submits `CheckpointableTraining` as one
 job of nodes x tasks_per_node tasks. On USR2 (SLURM's pre-emption signal, or `--signal=USR2@N` before the time
 limit; the profile's `signal_delay_s`) or TERM, the signal reaches the tasks at slightly different times, so
-each rank only notes it and all ranks agree at every iteration boundary (`any_rank`, an all-reduce) to stop
-after the same iteration: they write a committed checkpoint together, then submitit requeues the job (up to the
-profile's `max_num_timeout` time-outs) and the requeued job resumes from that checkpoint.
+each rank only notes it and all ranks agree at every iteration boundary (`agree_on_stop`, an all-reduce) to stop
+after the same iteration, all adopting USR2 if any rank got it (a requeue wins over a stop): they write a
+committed checkpoint together, then submitit requeues the job (up to the profile's `max_num_timeout` time-outs)
+and the requeued job resumes from that checkpoint. A signal during the run's last iteration, or after it, is not
+acted on: the run finishes and the job exits 0 (`pdmd_pipeline.jobs.StopOnSignal`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -136,16 +139,32 @@ def run_training(config: str | Path | DistillConfig, run_dir: str | Path, overri
         torch.set_grad_enabled(True)
 
 
+# The stop signals by precedence, lowest first: when ranks got different ones, the one that requeues wins. USR2
+# (pre-emption / time limit) makes submitit requeue the job; TERM leaves the job to SLURM, which requeues it only
+# when the TERM came from a requeue (and cancels it on `scancel`): a rank's USR2 means the run must come back.
+STOP_PRECEDENCE = (signal.SIGTERM, signal.SIGUSR2)
+
+
+def stop_rank(signum: int | None) -> int:
+    """A stop signal's precedence (0: none), the value the ranks take the maximum of."""
+    if signum is None:
+        return 0
+    if signum not in STOP_PRECEDENCE:
+        raise ValueError(f"signal {signum} is not a stop signal; expected one of "
+                         f"{[signal.Signals(s).name for s in STOP_PRECEDENCE]}")
+    return STOP_PRECEDENCE.index(signum) + 1
+
+
 def agree_on_stop(flag: StopFlag, ctx: Any) -> bool:
-    """Whether some rank got a stop signal, with that signal adopted on every rank (an all-reduce each iteration):
-    all ranks stop after the same iteration, and the first task requeues on USR2 even if its own copy of the
-    signal has not arrived yet."""
+    """Whether some rank got a stop signal, with the signal of highest precedence (USR2 over TERM) adopted on every
+    rank (an all-reduce each iteration): all ranks stop after the same iteration, and the first task requeues on
+    USR2 even if its own copy of the signal has not arrived yet, or a TERM reached it instead."""
     from pdmd_core.realscale.distributed import max_over_ranks
 
-    signum = max_over_ranks(flag.signum or 0, ctx)
-    if signum:
-        flag.signum = signum
-    return bool(signum)
+    rank = max_over_ranks(stop_rank(flag.signum), ctx)
+    if rank:
+        flag.signum = STOP_PRECEDENCE[rank - 1]
+    return bool(rank)
 
 
 class CheckpointableTraining(StopOnSignal):

@@ -9,6 +9,10 @@
 - `stalling_save(real_save, stall_step, marker)`: a `torch.save` replacement that, for the checkpoint of
   `stall_step`, writes half of the serialised bytes to the open temp file, fsyncs, writes `marker` (JSON with
   the temp file's path and sizes) and sleeps, so that the parent can SIGKILL the process in mid-write.
+- `kill_during_replace(point, step)`: this process SIGKILLs itself at `point` of replacing the committed DCP
+  checkpoint of `step` with a new copy (`pdmd_core.checkpoint.install_committed`): before the old copy is renamed
+  aside, between the two renames, before the old copy is deleted, or half-way through deleting it. The hook
+  watches this process's renames and folder deletions for the step's names; the kill itself is a real SIGKILL.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,3 +100,41 @@ def stalling_save(real_save: Callable[..., None], stall_step: int, marker: Path,
         raise TimeoutError(f"nobody killed the checkpoint writer of step {stall_step} within {stall_s} s")
 
     return save
+
+
+# Where a re-save of a DCP step can be killed; the value says what is on disk then.
+REPLACE_POINTS = {
+    "before_aside": "before the old copy is renamed aside (new copy staged and committed, old one in place)",
+    "before_install": "between the renames (old copy aside, new copy still staged)",
+    "before_delete": "after the new copy is renamed in, before the old aside copy is deleted",
+    "mid_delete": "half-way through deleting the old aside copy (its commit marker gone, its files not yet)",
+}
+
+
+def kill_during_replace(point: str, step: int) -> None:
+    """Make this process SIGKILL itself at `point` (REPLACE_POINTS) of replacing DCP checkpoint `step`."""
+    from pdmd_core.checkpoint import aside_name, distributed_checkpoint_name, staging_name
+
+    if point not in REPLACE_POINTS:
+        raise ValueError(f"kill point {point!r} is not allowed; use one of {sorted(REPLACE_POINTS)}")
+    final, staged, aside = distributed_checkpoint_name(step), staging_name(step), aside_name(step)
+    real_rename, real_rmtree = os.rename, shutil.rmtree
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def rename(source: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+        names = (Path(source).name, Path(target).name)
+        if (point == "before_aside" and names[1] == aside) or (point == "before_install" and names == (staged, final)):
+            die()
+        real_rename(source, target, *args, **kwargs)
+        if point == "before_delete" and names == (staged, final):
+            die()
+
+    def rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        if point == "mid_delete" and Path(path).name == aside:
+            die()
+        real_rmtree(path, *args, **kwargs)
+
+    os.rename = rename  # type: ignore[assignment]
+    shutil.rmtree = rmtree  # type: ignore[assignment]

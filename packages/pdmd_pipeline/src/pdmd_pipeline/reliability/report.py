@@ -1,6 +1,7 @@
 """Run the fault scenarios and write `reports/reliability.md`.
 
-`run_scenarios(work, names, progress)` runs the named scenarios (default: all core ones; the service ones and
+`run_scenarios(work, names, progress)` runs the named scenarios (default: all core ones, `scenarios` and the
+run-edge ones of `edges`; the service ones and
 the multi-rank ones on the local SLURM cluster, `pdmd_pipeline.reliability.distributed`, too with
 `services=True`) and returns their outcomes; a scenario that crashes is itself reported as a failed fault.
 `render_markdown(outcomes, skipped)` builds the report; `write_report(path, ...)` does both.
@@ -14,11 +15,12 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pdmd_pipeline.reliability.edges import EDGE_SCENARIOS
 from pdmd_pipeline.reliability.scenarios import CORE_SCENARIOS, FaultOutcome
 
 
 def available_scenarios(services: bool) -> dict[str, Callable[[Path], list[FaultOutcome]]]:
-    scenarios = dict(CORE_SCENARIOS)
+    scenarios = {**CORE_SCENARIOS, **EDGE_SCENARIOS}
     if services:
         from pdmd_pipeline.reliability.distributed import DISTRIBUTED_SCENARIOS
         from pdmd_pipeline.reliability.services import SERVICE_SCENARIOS
