@@ -18,12 +18,24 @@ pytestmark = [pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_gpu_study_rehearsal_runs_every_part(tmp_path):
-    env = {**os.environ, "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+PEAK_TFLOPS = 0.05  # any peak: the CPU has no dense bf16 figure
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory) -> Path:
+    """One run of the whole rehearsal (every part), read by both tests: the preset part is the costly one."""
+    out = tmp_path_factory.mktemp("gpu-study")
+    env = {**os.environ, "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1", "TMPDIR": str(out)}
     env.pop("PDMD_PROJECT_ROOT", None)
-    done = subprocess.run([sys.executable, "-W", "ignore", "-m", "pdmd_pipeline.study.gpu_check", str(tmp_path),
-                           "--cpu-rehearsal"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    done = subprocess.run([sys.executable, "-W", "ignore", "-m", "pdmd_pipeline.study.gpu_check", str(out),
+                           "--cpu-rehearsal", "--peak-tflops", str(PEAK_TFLOPS)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_gpu_study_rehearsal_runs_every_part(rehearsal):
+    tmp_path = rehearsal
     report = json.loads((tmp_path / "gpu_study_cpu_rehearsal.json").read_text())
     assert report["smoke"]["returncode"] == 0, report["smoke"]["output_tail"]
     assert "| qwen_t2i | Base (40 steps, CFG 4) | cpu | 40 | 80 |" in report["smoke"]["speed_md"]
@@ -43,27 +55,20 @@ def test_gpu_study_rehearsal_runs_every_part(tmp_path):
     assert "## Wan2.1-1.3B preset arms" in (tmp_path / "gpu_study_cpu_rehearsal.md").read_text()
 
 
-def test_gpu_study_reports_each_phase_with_its_own_flops_and_steady_time(tmp_path, tiny_wan21_study_model,
+def test_gpu_study_reports_each_phase_with_its_own_flops_and_steady_time(rehearsal, tiny_wan21_study_model,
                                                                           count_iterations):
     """The preset part's MFU / HFU: per phase, the FLOPs of that phase's iterations (an iteration of phase k of
     Phased DMD K=4 rolls out k more steps without grad in each of its 6 rollouts, so it costs more than one of
     phase 0) over the mean time of that phase's steady iterations. The FLOPs are checked against torch's counter
     over real iterations of the same arm on the same tiny model (FSDP2 at world size 1 adds no counted FLOPs):
     Phased DMD K=4 iteration by iteration (no exit step to draw), the SGTS arms through the formula's expectation
-    at the pass costs counted here (the formula itself: tests/realscale/test_iteration_flops.py)."""
+    at the pass costs counted here (the formula itself: tests/integration/realscale/test_iteration_flops.py)."""
     from pdmd_core.iteration_flops import Schedule, expected_iteration_flops
     from pdmd_core.paths import project_root
     from pdmd_pipeline.study.gpu_check import arm_config
 
-    peak_tflops = 0.05  # any peak: the CPU has no dense bf16 figure
-    env = {**os.environ, "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
-    env.pop("PDMD_PROJECT_ROOT", None)
-    done = subprocess.run([sys.executable, "-W", "ignore", "-m", "pdmd_pipeline.study.gpu_check", str(tmp_path),
-                           "--cpu-rehearsal", "--parts", "preset", "--peak-tflops", str(peak_tflops)], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=1500)
-    assert done.returncode == 0, done.stderr[-3000:]
-    arms = json.loads((tmp_path / "gpu_study_cpu_rehearsal.json").read_text())["preset"]["arms"]
-    peak = peak_tflops * 1e12
+    arms = json.loads((rehearsal / "gpu_study_cpu_rehearsal.json").read_text())["preset"]["arms"]
+    peak = PEAK_TFLOPS * 1e12
     for arm in ("phased_k4", "phased_k2_sgts", "sgts"):
         r = arms[arm]
         assert "error" not in r, r.get("traceback")
