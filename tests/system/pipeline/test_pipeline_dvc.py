@@ -212,6 +212,9 @@ def test_failing_arm_fails_the_stage_and_keeps_the_lock(smoke_repo):
 @pytest.mark.slurm
 @pytest.mark.mlflow
 def test_slurm_executor_with_mlflow_server(slurm_cluster, mlflow_server, tmp_path):
+    """A fresh world: the session's smoke sandbox runs on the local executor with no tracking server; this one is
+    the same pipeline with `executor: slurm` and a server, one benchmark only, so that every stage's jobs go
+    through SLURM arrays."""
     from mlflow.tracking import MlflowClient
 
     preset = _preset()

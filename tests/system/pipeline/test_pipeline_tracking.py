@@ -44,6 +44,8 @@ def test_sqlite_store_params_tags_metrics_artifacts_and_parent(tmp_path):
 @pytest.mark.slow
 @pytest.mark.mlflow
 def test_server_down_at_start_and_killed_mid_run(tmp_path):
+    """A fresh world: this test kills and restarts its own server mid-run, which the session's shared server
+    (`mlflow_server`) must not suffer."""
     from mlflow.tracking import MlflowClient
 
     root, port = tmp_path / "server", mlflow_server.free_port()

@@ -24,6 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 
 def test_smoke_study_runs_every_stage_on_slurm_logs_to_mlflow_and_writes_the_paper_tables(slurm_cluster, tmp_path):
+    """A fresh world: the real-scale study is a pipeline of its own (experiments/realscale/dvc.yaml), with its own
+    MLflow server, started and stopped by the sandbox, which the test checks; no other test shares it."""
     from mlflow.tracking import MlflowClient
 
     preset = yaml.safe_load(SMOKE.read_text())
