@@ -58,6 +58,8 @@ def _cell(text: str) -> str:
 
 
 def render_markdown(outcomes: Sequence[FaultOutcome], not_run: dict[str, str], command: str) -> str:
+    from pdmd_pipeline.reliability.distributed import ITERATIONS  # the header states what the rows ran
+
     passed = sum(o.ok for o in outcomes)
     lines = [
         "# Reliability: injected faults",
@@ -66,8 +68,8 @@ def render_markdown(outcomes: Sequence[FaultOutcome], not_run: dict[str, str], c
         f"(Python {platform.python_version()}, CPU, 1 torch thread per process). Each fault was injected for "
         "real into a small phased-DMD run (4 steps, 2 phases, MLP velocity net, 8 generator steps unless a row says "
         "otherwise; rows of area `distributed`: 2-task gloo jobs with FSDP2-sharded roles on the tiny Wan2.2 model, "
-        "24 generator steps, on the local SLURM cluster); nothing here is mocked. Fault-injection code: "
-        "`pdmd_pipeline.reliability`.",
+        f"{sum(ITERATIONS)} generator steps, on the local SLURM cluster); nothing here is mocked. "
+        "Fault-injection code: `pdmd_pipeline.reliability`.",
         "",
         f"**{passed} of {len(outcomes)} faults handled as required.**",
         "",
