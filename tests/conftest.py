@@ -1,7 +1,7 @@
 """The suite's shared set-up: session services (a real single-node SLURM cluster and a real MLflow tracking server,
 each started on first use and stopped at the end; `pytest_sessionfinish` fails the run if a daemon the fixtures
 started is still alive afterwards), the shared worlds of `tests/support` (tiny diffusers base models, the smoke
-sandbox, the evaluation networks), one torch thread per test process, and the xdist groups.
+sandbox, the evaluation networks) and one torch thread per test process.
 
 Layers: `tests/unit` (pure functions and single modules), `tests/integration` (a stage, a job, a CLI, a
 multi-process run; no SLURM, no services), `tests/system` (end to end: SLURM, MLflow servers, DVC sandboxes, the
@@ -24,21 +24,6 @@ RUN_DIR = "PDMD_TEST_RUN_DIR"
 
 # fixtures shared by every layer (tests/support is on sys.path through `pythonpath` in pyproject.toml)
 pytest_plugins = ["eval_helpers", "realscale_fixtures", "smoke_fixtures"]
-
-# Tests that share one expensive world run on the same xdist worker (`--dist loadgroup`): the smoke sandbox (a
-# session fixture: built once, by that worker). Every other test is grouped with its module, so module-scoped
-# fixtures are built once. SLURM tests run on either worker: the cluster is one per machine (`slurm_cluster`).
-SHARED_WORLDS = {"smoke_repo": "smoke-sandbox"}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if any(m.name == "xdist_group" for m in item.iter_markers()):
-            continue
-        fixtures = getattr(item, "fixturenames", ())
-        group = next((g for f, g in SHARED_WORLDS.items() if f in fixtures), item.module.__name__)
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """Session fixture (a pytest plugin of the root conftest): the smoke preset reproduced once per session in a
 sandbox git + DVC repository (`dvc repro`, every stage, two benchmarks), shared by the DVC, experiment and
-MLflow-UI tests, which leave it as they found it (they run on one xdist worker: group `smoke-sandbox`)."""
+MLflow-UI tests, which leave it as they found it (built once per xdist worker that runs one of them)."""
 
 from __future__ import annotations
 
