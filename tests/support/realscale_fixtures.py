@@ -13,6 +13,23 @@ import torch
 PROMPTS = ["a red cat", "a blue dog sitting", "photo of a cat", "the dog runs"]
 
 
+def first_frame_pairs(folder: Path, prompts: list[str], size: int) -> Path:
+    """Random size x size first frames `frame<i>.png` in `folder` and the (prompt, image) pairs file
+    `pairs.jsonl` that `pdmd embed-images` reads; returns the pairs file."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, prompt in enumerate(prompts):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"frame{i}.png")
+        lines.append(json.dumps({"prompt": prompt, "image": f"frame{i}.png"}))
+    (folder / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    return folder / "pairs.jsonl"
+
+
 @pytest.fixture(scope="session")
 def prompts() -> list[str]:
     return list(PROMPTS)

@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 import yaml
+from realscale_fixtures import first_frame_pairs
 from typer.testing import CliRunner
 
 from pdmd_core.cli import app
@@ -110,7 +111,6 @@ def test_qwen_image_distils_exports_and_samples_in_qwen_pipeline(tmp_path, tiny_
 
 
 def test_wan22_i2v_first_frame_conditions_train_export_and_match_the_i2v_pipeline(tmp_path, tiny_wan22_i2v, prompts):
-    import numpy as np
     from PIL import Image
     from safetensors.torch import load_file
 
@@ -119,14 +119,8 @@ def test_wan22_i2v_first_frame_conditions_train_export_and_match_the_i2v_pipelin
     cache = tmp_path / "prompts.safetensors"
     _invoke("embed-prompts", str(prompt_file), "--family", "wan", "--model-path", str(tiny_wan22_i2v), "--out",
             str(cache), "--max-sequence-length", "16")
-    rng = np.random.default_rng(0)
-    lines = []
-    for i, prompt in enumerate(prompts):
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / f"frame{i}.png")
-        lines.append(json.dumps({"prompt": prompt, "image": f"frame{i}.png"}))
-    (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
     i2v_cache = tmp_path / "first_frames.safetensors"
-    _invoke("embed-images", str(tmp_path / "pairs.jsonl"), "--prompt-cache", str(cache), "--model-path",
+    _invoke("embed-images", str(first_frame_pairs(tmp_path, prompts, 16)), "--prompt-cache", str(cache), "--model-path",
             str(tiny_wan22_i2v), "--out", str(i2v_cache), "--resolution", "5,16,16")
     conditions = load_file(str(i2v_cache))["i2v_condition@5x16x16"]
     assert conditions.shape == (4, 8, 2, 4, 4)  # 4 prompts; frame mask (4) + image latent (4); 2 latent frames

@@ -10,13 +10,13 @@ four steps is a bound with room, while any difference in transport (Euler vs re-
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from realscale_fixtures import first_frame_pairs
 
 from pdmd_core.config import config_from_dict
 from pdmd_core.models.registry import build_model
@@ -255,18 +255,6 @@ def test_pdmd_sample_and_the_study_sample_a_renoise_student_as_its_trainer_does_
         assert np.abs(pixels.astype(int) - hybrid.reshape(pixels.shape)).max() > 1
 
 
-def _frames(tmp_path: Path, prompts: list[str]) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    lines = []
-    for i, prompt in enumerate(prompts):
-        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(tmp_path / f"frame{i}.png")
-        lines.append(json.dumps({"prompt": prompt, "image": f"frame{i}.png"}))
-    (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
-    return tmp_path / "pairs.jsonl"
-
-
 def test_i2v_with_a_two_resolution_mixture_trains_and_samples(tmp_path, tiny_wan22_i2v, prompts):
     from PIL import Image
     from safetensors.torch import load_file
@@ -284,8 +272,8 @@ def test_i2v_with_a_two_resolution_mixture_trains_and_samples(tmp_path, tiny_wan
     runner = CliRunner()
     for args in (["embed-prompts", str(tmp_path / "prompts.txt"), "--family", "wan", "--model-path",
                   str(tiny_wan22_i2v), "--out", str(cache), "--max-sequence-length", "16"],
-                 ["embed-images", str(_frames(tmp_path, prompts)), "--prompt-cache", str(cache), "--model-path",
-                  str(tiny_wan22_i2v), "--out", str(tmp_path / "frames.safetensors"),
+                 ["embed-images", str(first_frame_pairs(tmp_path, prompts, 24)), "--prompt-cache", str(cache),
+                  "--model-path", str(tiny_wan22_i2v), "--out", str(tmp_path / "frames.safetensors"),
                   "--resolution", "5,16,16", "--resolution", "5,16,32"]):
         result = runner.invoke(app, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
