@@ -55,4 +55,20 @@ def test_compare_states_flags_a_distributed_run_that_trained_differently():
     assert compare_states(close, single, initial)["same_training"]
     report = compare_states(off, single, initial)
     assert not report["same_training"] and report["worst_tensor"] == "w"
-    assert report["worst_diff_over_update"] == pytest.approx(1e-4 / (1e-3 + 1e-4), rel=1e-3)
+    # norms: |diff| = 2e-4, |update| = 2e-3, plus abs_tol / rel_tol = 1e-4
+    assert report["worst_diff_over_update"] == pytest.approx(2e-4 / (2e-3 + 1e-4), rel=1e-3)
+
+
+def test_compare_states_judges_tensors_by_norm_and_reports_the_worst_element():
+    """One AdamW element whose gradient flipped sign between steps can differ by a large share of the tensor's
+    largest update while the tensor trained alike; a whole tensor off by the same amount did not."""
+    initial = {"w": torch.zeros(10_000)}
+    single = {"w": torch.full((10_000,), 2e-3)}
+    one_element = {"w": single["w"].clone()}
+    one_element["w"][0] += 2e-4  # 10 % of the largest update, in one element of 10,000
+    report = compare_states(one_element, single, initial)
+    assert report["same_training"]
+    assert report["worst_element_over_update"] == pytest.approx(2e-4 / (2e-3 + 1e-4), rel=1e-3)
+    assert report["worst_diff_over_update"] == pytest.approx(2e-4 / (0.2 + 1e-4), rel=1e-3)
+    whole = {"w": single["w"] + 2e-4}
+    assert not compare_states(whole, single, initial)["same_training"]

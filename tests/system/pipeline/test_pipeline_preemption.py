@@ -21,7 +21,7 @@ import torch
 from pdmd_core.callbacks import Callback
 from pdmd_core.checkpoint import latest_checkpoint, load_checkpoint
 from pdmd_core.config import config_from_dict
-from pdmd_pipeline.executors import ExecutorSettings, SlurmProfile, slurm_executor
+from pdmd_pipeline.executors import ExecutorSettings, SlurmProfile, slurm_executor, wait_until_started
 from pdmd_pipeline.jobs import (
     CheckpointableDistill,
     DistillJob,
@@ -67,9 +67,10 @@ def test_usr2_checkpoints_requeues_and_resumes_exactly(slurm_cluster, tmp_path):
     executor = slurm_executor(ExecutorSettings(kind="slurm", job_name="preempt-test"), tmp_path / "logs",
                               SlurmProfile(mem_gb=1, timeout_min=20, signal_delay_s=30))
     submitted = executor.submit(CheckpointableDistill(), job)
+    wait_until_started(submitted.job_id)  # it may pend behind the other xdist worker's SLURM jobs
     deadline = time.monotonic() + 180
     while len(_spooled_steps(job)) < 40:  # well inside the run, before it can finish
-        assert time.monotonic() < deadline, "the job did not start"
+        assert time.monotonic() < deadline, "the job started but logged fewer than 40 steps in 180 s"
         assert not submitted.done(), "the job finished before it could be signalled; raise ITERATIONS"
         time.sleep(0.2)
     signalled = time.monotonic()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -198,6 +199,27 @@ def slurm_executor(settings: ExecutorSettings, log_dir: Path, profile: SlurmProf
     check_executor("slurm")
     profile = profile or load_profile(settings.slurm_profile)
     return submitit_slurm_executor(profile, log_dir / "slurm", settings.job_name)
+
+
+# A job pends at most this long (one cluster is shared by every test worker and by a user's other jobs).
+QUEUE_WAIT_S = 1200.0
+
+
+def queue_state(job_id: str) -> str:
+    """The job's state in slurmctld's queue ("PENDING", "RUNNING", ...), or "" once it has left the queue."""
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.split()
+    return out[0] if out else ""
+
+
+def wait_until_started(job_id: str, timeout: float = QUEUE_WAIT_S, poll_s: float = 0.5) -> str:
+    """Block while the job pends in the queue; its state once it no longer does ("" if it already left the
+    queue). A deadline on a job's own progress starts here, not at submission: the queue wait is not its work."""
+    deadline = time.monotonic() + timeout
+    while (state := queue_state(job_id)) in ("PENDING", "CONFIGURING"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"slurm job {job_id} still {state} after {timeout:.0f} s in the queue")
+        time.sleep(poll_s)
+    return state
 
 
 def wait_for_jobs(jobs: Sequence[Any], names: Sequence[str], label: str, poll_s: float = 1.0,

@@ -429,9 +429,9 @@ def _stop_then_resume(work: Path, root: Path, first: int, second: int, stop_afte
         f"stopped with committed checkpoint step {step}; the {second}-task job loaded it: "
         f"{len(loaded)} tensors (generator, fake scores, EMA, AdamW moments) {'equal' if exact else 'NOT equal'} "
         f"to the saved ones{'' if not missing else f' (missing {missing[:3]})'}; finished {results[0]['steps']} "
-        f"steps; final tensors vs an uninterrupted 2-task run: max |diff| {report['max_abs_diff']:.2e}, worst "
-        f"{report['worst_diff_over_update']:.3%} of the training update (tolerance 1%: gradient averaging over "
-        f"another rank count sums in another order)",
+        f"steps; final tensors vs an uninterrupted 2-task run: max |diff| {report['max_abs_diff']:.2e}, worst tensor "
+        f"{report['worst_diff_over_update']:.3%} of its training update in norm (tolerance 1%: gradient averaging "
+        f"over another rank count sums in another order)",
         "nothing" if ok else "see details", ok, time.perf_counter() - start,
         {"report": report, "committed_step": step})
 

@@ -82,7 +82,7 @@ def mlflow_outage(work: Path, down_at: int = 5, back_at: int = 7) -> list[FaultO
 def slurm_preemption(work: Path, iterations: int = 400, signal_after: int = 40) -> list[FaultOutcome]:
     from pdmd_core.checkpoint import load_checkpoint
     from pdmd_core.config import config_from_dict
-    from pdmd_pipeline.executors import ExecutorSettings, SlurmProfile, slurm_executor
+    from pdmd_pipeline.executors import ExecutorSettings, SlurmProfile, slurm_executor, wait_until_started
     from pdmd_pipeline.infra import slurm_cluster
     from pdmd_pipeline.jobs import CheckpointableDistill, DistillJob, TrackingTarget, run_distill
     from pdmd_pipeline.tracking import Spool
@@ -107,6 +107,7 @@ def slurm_preemption(work: Path, iterations: int = 400, signal_after: int = 40) 
         executor = slurm_executor(ExecutorSettings(kind="slurm", job_name="reliability-preempt"), work / "logs",
                                   SlurmProfile.model_validate({"mem_gb": 1, "timeout_min": 20, "signal_delay_s": 30}))
         submitted: Any = executor.submit(CheckpointableDistill(), preempted)
+        wait_until_started(submitted.job_id)
         deadline = time.monotonic() + 240
         while len(spooled(preempted)) < signal_after:
             if time.monotonic() > deadline or submitted.done():
