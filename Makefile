@@ -31,9 +31,11 @@ typecheck: setup
 
 # Two xdist workers (the CI box has 2 cores), a test module at a time (`loadfile`), so module-scoped fixtures are
 # built once. (xdist_group marks are not used: with pytest 9 they never reached xdist's node ids here.)
+# Modules are handed out in collection order, longest first (tests/conftest.py), not xdist's default of the
+# modules with the most tests first, which queued the one-test end-to-end modules last.
 # The 30 slowest tests are printed at the end.
 PYTEST_WORKERS ?= 2
-PYTEST_ARGS := -n $(PYTEST_WORKERS) --dist loadfile --durations=30
+PYTEST_ARGS := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
 
 # pytest exits 5 when it collected no tests: for this project that is a broken suite, not a pass.
 pytest: setup

@@ -1,7 +1,7 @@
 """The suite's shared set-up: session services (a real single-node SLURM cluster and a real MLflow tracking server,
 each started on first use and stopped at the end; `pytest_sessionfinish` fails the run if a daemon the fixtures
-started is still alive afterwards), the shared worlds of `tests/support` (tiny diffusers base models, the smoke
-sandbox, the evaluation networks) and one torch thread per test process.
+started is still alive afterwards), the shared worlds of `tests/support` (tiny diffusers base models, the
+evaluation networks) and one torch thread per test process.
 
 Layers: `tests/unit` (pure functions and single modules), `tests/integration` (a stage, a job, a CLI, a
 multi-process run; no SLURM, no services), `tests/system` (end to end: SLURM, MLflow servers, DVC sandboxes, the
@@ -23,7 +23,7 @@ _started_by_suite: dict[str, object] = {}
 RUN_DIR = "PDMD_TEST_RUN_DIR"
 
 # fixtures shared by every layer (tests/support is on sys.path through `pythonpath` in pyproject.toml)
-pytest_plugins = ["eval_helpers", "realscale_fixtures", "smoke_fixtures"]
+pytest_plugins = ["eval_helpers", "realscale_fixtures"]
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +46,26 @@ def _isolate_flush_denormal():
     import torch
 
     torch.set_flush_denormal(False)
+
+
+# Longest first (LPT scheduling): xdist hands modules to idle workers in collection order, so the end-to-end
+# modules go first and the many short unit and integration modules fill in around them, instead of one long module
+# starting last while the other worker idles. The named modules are the longest in CI's `--durations` output
+# (a renamed module only loses its place in the queue).
+LONGEST_MODULES = ("system/pipeline/test_pipeline_dvc.py", "system/pipeline/test_study_smoke.py",
+                   "system/reliability/test_distributed_faults.py", "system/pipeline/test_pipeline_slurm.py")
+LAYER_ORDER = ("system", "integration", "unit")
+
+
+def _queue_rank(item: pytest.Item) -> tuple[int, int]:
+    rel = Path(str(item.fspath)).resolve().relative_to(Path(__file__).resolve().parent).as_posix()
+    longest = next((i for i, name in enumerate(LONGEST_MODULES) if rel == name), len(LONGEST_MODULES))
+    layer = next((i for i, name in enumerate(LAYER_ORDER) if rel.startswith(name + "/")), len(LAYER_ORDER))
+    return longest, layer
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=_queue_rank)  # stable: the order inside a module and a layer is kept
 
 
 def pytest_configure(config):

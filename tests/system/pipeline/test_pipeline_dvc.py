@@ -1,30 +1,68 @@
-"""`dvc repro` of the smoke preset in a fresh git + DVC repository: every stage runs, the tables hold every arm
-with confidence intervals, the report states every claim; `dvc metrics show` and `dvc plots show` list the
-declared files (plots render offline); an edit of the trainer, a metric or the metric math marks exactly the
-stages that run it as changed; a diverging arm fails the distill stage with its log path and leaves dvc.lock
-untouched. The SLURM variant runs the arm × seed jobs as array tasks on the real local cluster and logs to a real
-MLflow server, checked back with MlflowClient."""
+"""The smoke sandbox: `dvc repro` of the smoke preset in a fresh git + DVC repository, built once for this module
+(every test of that world is here, so that xdist's `--dist loadfile` builds it once, on one worker).
+
+- every stage runs, the tables hold every arm with confidence intervals, the report states every claim;
+- `dvc metrics show` and `dvc plots show` list the declared files (plots render offline); an edit of the trainer,
+  a metric or the metric math marks exactly the stages that run it as changed;
+- a diverging arm fails the distill stage with its log path and leaves dvc.lock untouched;
+- the MLflow UI as a user meets it: `pdmd mlflow ui` on the run's store, opened in headless Chromium with a fresh
+  profile: the address it prints for each benchmark lands on the runs table of the latest sweep grouped by arm,
+  one row per arm × seed, the headline `eval/*` metrics as columns; `pdmd compare`'s address lists those runs;
+- `dvc exp run --temp` and `--queue` + `--run-all` run the stages in temporary copies that DVC deletes, yet each
+  experiment's MLflow runs land in the repository's store and its spool in the repository's `.pdmd/`
+  (DVC_ROOT), every record delivered; `dvc exp show` lists the experiments; the workspace is left as it was.
+
+Each test leaves the sandbox as it found it (the experiments test, which commits it, runs last)."""
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_smoke import ROOT, SMOKE, run_in, smoke_preset
+from browser import render
+from pipeline_smoke import ROOT, SMOKE, run_in, seeds_of, smoke_preset
 
 from pdmd_pipeline import claims as C
 from pdmd_pipeline.dvc_views import headline_metrics
-from pdmd_pipeline.jobs import flatten
-from pdmd_pipeline.sandbox import make_sandbox, repro
+from pdmd_pipeline.infra.mlflow_server import free_port, healthy
+from pdmd_pipeline.infra.processes import wait_for
+from pdmd_pipeline.sandbox import make_sandbox, repro, sandbox_env
+from pdmd_pipeline.tracking import spools
 
 STAGES = ("data", "teacher", "teacher_check", "distill", "sample", "evaluate", "convergence", "tables")
 KIND = {"mog2d": "points", "moving_digits": "video"}
+BIN = Path(sys.executable).parent
+EXP_BENCH = "mog2d"
+EXPERIMENTS = {"it12": 12, "it16": 16}  # divisible by every arm's phase count (1, 2, 4)
+
+
+def _exp_rows(root) -> dict[str, dict]:
+    """name → {"params": ..., "metrics": ...} from `dvc exp show --json` (DVC 3 layout)."""
+    out = {}
+    for baseline in json.loads(run_in(root, "dvc", "exp", "show", "--json")):
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                out[rev.get("name") or exp.get("name")] = {
+                    "params": data.get("params", {}).get("params.yaml", {}).get("data", {}),
+                    "metrics": {path: m.get("data", {}) for path, m in (data.get("metrics") or {}).items()}}
+    return out
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory):
+    """The sandbox every test here shares: `dvc repro` of the smoke preset (every stage, two benchmarks)."""
+    root = make_sandbox(SMOKE, tmp_path_factory.mktemp("smoke"), source=ROOT)
+    return root, repro(root, timeout=1200)
 
 
 def _preset() -> dict:
@@ -38,10 +76,6 @@ def _dvc(root: Path, *args: str) -> str:
 def _rows(path: Path) -> dict[str, dict[str, str]]:
     with open(path) as fh:
         return {row["method"]: row for row in csv.DictReader(fh)}
-
-
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.slow
@@ -209,59 +243,92 @@ def test_failing_arm_fails_the_stage_and_keeps_the_lock(smoke_repo):
 
 
 @pytest.mark.slow
-@pytest.mark.slurm
 @pytest.mark.mlflow
-def test_slurm_executor_with_mlflow_server(slurm_cluster, mlflow_server, tmp_path):
-    """A fresh world: the session's smoke sandbox runs on the local executor with no tracking server; this one is
-    the same pipeline with `executor: slurm` and a server, one benchmark only, so that every stage's jobs go
-    through SLURM arrays."""
+def test_first_screen_groups_runs_by_arm_and_compare_view_lists_them(smoke_repo, tmp_path):
+    root, result = smoke_repo
+    assert result.returncode == 0, result.output[-4000:]
+    preset = smoke_preset()
+    port = free_port()
+    env = sandbox_env()
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = tmp_path / "ui.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(BIN / "pdmd"), "mlflow", "ui", "--port", str(port)], cwd=root, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert wait_for(lambda: healthy(f"http://127.0.0.1:{port}") or proc.poll() is not None, 180, 0.5)
+        assert proc.poll() is None, log.read_text()
+        printed = log.read_text()
+        ui = f"http://127.0.0.1:{port}"
+        for bench, spec in preset["benchmarks"].items():
+            match = re.search(rf"pdmd/{bench}: arms table (\S+)", printed)
+            assert match, printed
+            url = match.group(1)
+            assert url.startswith(f"{ui}/#/experiments/") and "workflowType=machine_learning" in url
+            seeds = {arm: seeds_of(preset, arm) for arm in spec["arms"]}
+            runs = [f"{arm}/seed{seed}" for arm in spec["arms"] for seed in seeds[arm]]
+            headline = [f"eval/{m}" for m in headline_metrics(KIND[bench])]
+            # the count the page states: arm × seed runs (extra seeds included), the sweep's parent and the
+            # convergence runs filtered out
+            text = render(url, [f"pdmd/{bench}", f"{len(runs)} matching runs", *runs, *headline], tmp_path,
+                          f"runs-{bench}")
+            for arm in spec["arms"]:  # one group per arm holding its seeds
+                assert re.search(rf"Group: {re.escape(arm)} {len(seeds[arm])}\b", text), arm
+            assert "Traces 0" not in text and "GenAI apps" not in text  # the training layout, not the GenAI one
+            cmp = json.loads(run_in(root, str(BIN / "pdmd"), "compare", "-b", bench, "--ui", ui, "--json"))
+            assert len(cmp["run_ids"]) == len(runs)
+            text = render(cmp["compare_url"], [f"Comparing {len(runs)} Runs from 1 Experiment", *runs], tmp_path,
+                          f"compare-{bench}")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_exp_run_temp_and_queue_keep_their_runs_and_spools(smoke_repo):
     from mlflow.tracking import MlflowClient
 
-    preset = _preset()
-    bench = "moving_digits"  # video: PNG grids and GIFs
-    overrides = {"executor": "slurm", "tracking_uri": mlflow_server.url,
-                 "benchmarks": {bench: preset["benchmarks"][bench]}}
-    root = make_sandbox(SMOKE, tmp_path / "repo", overrides, source=ROOT)
-    result = repro(root, timeout=900)
+    root, result = smoke_repo
     assert result.returncode == 0, result.output[-4000:]
-    sweep = yaml.safe_load((root / "runs" / "distill" / bench / "sweep.json").read_text())
-    arms, extra = preset["benchmarks"][bench]["arms"], preset["extra_seeds"]
-    assert len(sweep["runs"]) == sum(len(preset["seeds"]) + (len(extra["seeds"]) if a in extra["arms"] else 0)
-                                     for a in arms)
-    array_ids = {r["slurm"]["slurm_array_job_id"] for r in sweep["runs"]}
-    assert len(array_ids) == 1  # one array for the whole sweep
-    assert sorted(int(r["slurm"]["slurm_array_task_id"]) for r in sweep["runs"]) == list(range(len(sweep["runs"])))
-    # the convergence runs went through the same executor: one more array, student snapshots at every budget
-    conv = [yaml.safe_load(p.read_text()) for p in (root / "runs" / "convergence" / bench / "train").glob("*/*/"
-                                                                                                       "result.json")]
-    assert len(conv) == 4 and len({r["slurm"]["slurm_array_job_id"] for r in conv}) == 1
-    assert len(list((root / "runs" / "convergence" / bench / "train").glob("*/*/snapshots/ckpt_*.pt"))) == 6
+    preset = smoke_preset()
+    run_in(root, "git", "add", "-A")
+    run_in(root, "git", "commit", "-q", "-m", "smoke baseline")
+    target = f"tables@{EXP_BENCH}"
+    run_in(root, "dvc", "exp", "run", "--temp", "-n", "it12", "-S", "iterations=12", target, timeout=1200)
+    run_in(root, "dvc", "exp", "run", "--queue", "-n", "it16", "-S", "iterations=16", target)
+    run_in(root, "dvc", "exp", "run", "--run-all", "-j", "1", timeout=1200)
 
-    client = MlflowClient(mlflow_server.url)
-    exp = client.get_experiment_by_name(f"pdmd/{bench}")
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.sweep = '{sweep['sweep_id']}'")
-    parent = next(r for r in runs if r.data.tags.get("kind") == "sweep")
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == len(sweep["runs"])
+    # the workspace is untouched and DVC removed its temporary copies
+    assert yaml.safe_load((root / "params.yaml").read_text())["iterations"] == preset["iterations"]
+    assert run_in(root, "git", "status", "--porcelain", "--untracked-files=no") == ""
+    leftovers = [p for p in (root / ".dvc" / "tmp" / "exps").glob("tmp*") if p.is_dir()]
+    assert leftovers == []
+
+    # dvc exp show: both experiments, their iterations and their headline metrics per arm
+    rows = _exp_rows(root)
+    for name, iterations in EXPERIMENTS.items():
+        assert rows[name]["params"]["iterations"] == iterations
+        metrics = rows[name]["metrics"][f"reports/metrics/{EXP_BENCH}.json"]
+        assert set(metrics) == {"teacher_4", "teacher_40", *preset["benchmarks"][EXP_BENCH]["arms"]}
+
+    # MLflow: one sweep per experiment in the repository's store, each arm × seed with its own step count
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(f"pdmd/{EXP_BENCH}")
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-    data_md5 = lock[f"data@{bench}"]["outs"][0]["md5"]
-    assert data_md5.endswith(".dir")
-    teacher_md5 = _md5(root / "runs" / "teachers" / bench / "teacher.pt")
-    for run in children:
-        arm, seed = run.info.run_name.split("/seed")
-        config = yaml.safe_load((root / "runs" / "distill" / bench / arm / f"seed{seed}" / "config.yaml").read_text())
-        assert run.data.params == {k: str(v) for k, v in flatten(config).items()}
-        tags = run.data.tags
-        assert (tags["method"], tags["seed"], tags["steps"]) == (config["method"], seed, str(config["num_steps"]))
-        assert tags["phases"] == str(config["phases"] or 1) and tags["sgts"] in ("true", "false")
-        assert tags["dvc_data_md5"] == data_md5 and tags["teacher_md5"] == teacher_md5 and tags["git_sha"]
-        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "generator_loss"))
-        assert steps == list(range(1, preset["iterations"] + 1))
-        for metric in ("eval/featnet_similarity", "eval/recall_teacher_prompt", "eval/flow_mag",
-                       "eval/fd_teacher_prompt"):
-            assert metric in run.data.metrics
-        files = {a.path for folder in ("samples", "tables") for a in client.list_artifacts(run.info.run_id, folder)}
-        assert {"samples/samples.png", "samples/sample.gif", "tables/table_rows.csv"} <= files
-        assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
-    sgts = {r.info.run_name.split("/")[0]: r.data.tags["sgts"] for r in children}
-    assert sgts["sgts"] == "true" and sgts["phased_k2_sgts"] == "true" and sgts["phased_k4"] == "false"
+    data_md5 = lock[f"data@{EXP_BENCH}"]["outs"][0]["md5"]
+    arms = preset["benchmarks"][EXP_BENCH]["arms"]
+    for name, iterations in EXPERIMENTS.items():
+        parents = client.search_runs([exp.experiment_id], f"tags.dvc_exp = '{name}' AND tags.kind = 'sweep'")
+        assert len(parents) == 1, name
+        sweep = parents[0].data.tags["sweep"]
+        children = client.search_runs([exp.experiment_id], f"tags.sweep = '{sweep}' AND tags.kind = 'run'")
+        assert sorted(r.info.run_name for r in children) == sorted(f"{a}/seed{s}" for a in arms
+                                                                  for s in seeds_of(preset, a))
+        for run in children:
+            assert run.data.tags["dvc_exp"] == name and run.data.tags["dvc_data_md5"] == data_md5
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, "generator_loss")]
+            assert sorted(steps) == list(range(1, iterations + 1))
+            assert any(k.startswith("eval/") for k in run.data.metrics)
+        # its spool is in the repository, not in the deleted copy, and fully delivered
+        mine = [s for s in spools(root / ".pdmd" / "mlflow-spool") if s.key.startswith(f"{EXP_BENCH}/{sweep}/")]
+        assert len(mine) == len(children) + 1 and all(s.pending() == 0 for s in mine)
