@@ -1,5 +1,6 @@
 """`pdmd compare` on a real MLflow store: the latest sweep of a benchmark, a given sweep, or a whole study; each
-arm's mean over its seeds with the bootstrap CI of pdmd_eval.stats, headline metrics first; the compare-page and
+arm's mean over its seeds with the Student-t interval on the seed values (the tables' statistic), headline
+metrics first; the compare-page and
 arms-view addresses; the saved view the tables stage writes round-trips through MLflow's tag envelope."""
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from pdmd_eval.stats import bootstrap_ci
 from pdmd_pipeline.compare import CompareError, render, select_runs, summarize
 from pdmd_pipeline.mlflow_views import (
     ARMS_VIEW_ID,
@@ -65,7 +66,11 @@ def test_latest_sweep_of_a_benchmark_side_by_side(store):
         values = [_value(1, a, seed) for seed in (0, 1)]
         res = cmp.results[arm]["eval/div"]
         assert res.mean == pytest.approx(np.mean(values), abs=1e-12)
-        assert (res.low, res.high) == pytest.approx(bootstrap_ci(values)[1:], abs=1e-12)
+        # two seeds: mean ± t_{0.975, 1} · sd / √2, with t_{0.975, 1} = 12.706 (wider than the seeds' own span, as
+        # it must be with one degree of freedom; a percentile bootstrap could not leave [min, max])
+        half = stats.t.ppf(0.975, 1) * np.std(values, ddof=1) / np.sqrt(2)
+        assert (res.low, res.high) == pytest.approx((np.mean(values) - half, np.mean(values) + half), abs=1e-12)
+        assert res.low < min(values) and res.high > max(values)
         assert cmp.seeds[arm] == ["0", "1"]
     assert summarize(client, title, runs, all_metrics=True).metrics == ["eval/div", "eval/extra", "eval/fd"]
     table, lines = render(cmp, "http://ui:5000")

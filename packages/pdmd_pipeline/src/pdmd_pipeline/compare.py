@@ -1,8 +1,9 @@
 """`pdmd compare`: the arms of a sweep (or of a whole study) side by side, read back from MLflow.
 
-Per arm: each `eval/*` metric's mean over the arm's runs (one run = one training seed) with a 95 % bootstrap CI
-over those runs (pdmd_eval.stats; n = number of seeds, so with 2-3 seeds the interval mostly shows the spread
-between seeds). The results tables of `dvc repro` pool (seed, prompt) units instead; both are printed by name.
+Per arm: each `eval/*` metric's mean over the arm's runs (one run = one training seed) with the 95 % Student-t
+interval on those seed values (`pdmd_eval.stats.t_interval`), the statistic of the results tables and the claims
+(`clustered_ci`: t on seed means). A percentile bootstrap over 2-3 seeds cannot reach outside the seeds' own
+min-max and covers far less than 95 %, so it is not used here. One seed: the mean alone (n=1).
 Also printed: the MLflow UI addresses of the experiment's saved arms view and of the compare page with exactly
 these runs selected.
 
@@ -87,7 +88,10 @@ def select_runs(client: Any, sweep: str | None = None, benchmark: str | None = N
 
 def summarize(client: Any, title: str, runs: list[Any], confidence: float = 0.95,
               all_metrics: bool = False) -> Comparison:
+    import numpy as np
+
     from pdmd_eval.registry import MetricResult
+    from pdmd_eval.stats import t_interval
 
     experiment_ids = sorted({r.info.experiment_id for r in runs})
     tags = client.get_experiment(experiment_ids[0]).tags
@@ -111,15 +115,17 @@ def summarize(client: Any, title: str, runs: list[Any], confidence: float = 0.95
                     if metric in r.data.metrics]
             if vals:
                 keys, values = zip(*vals, strict=True)
-                out.results[arm][metric] = MetricResult.from_values(metric, out.directions[metric], "seed",
-                                                                    list(keys), list(values), confidence)
+                arr = np.asarray(values, dtype=np.float64)
+                mean, low, high = t_interval(arr, confidence)
+                out.results[arm][metric] = MetricResult(metric, out.directions[metric], "seed", list(keys), arr,
+                                                        mean, low, high)
     return out
 
 
 def _cell(res: Any) -> str:
     if res is None:
         return "–"
-    if res.low == res.high:
+    if len(res.values) < 2 or res.low == res.high:  # one seed: no interval; identical seeds: zero width
         return f"{res.mean:.4g} (n={len(res.values)})"
     return f"{res.mean:.4g} [{res.low:.4g}, {res.high:.4g}]"
 
@@ -130,7 +136,7 @@ def render(cmp: Comparison, ui: str) -> tuple[Any, list[str]]:
 
     from pdmd_pipeline.mlflow_views import compare_url, runs_url
 
-    table = Table(title=f"{cmp.title}: mean [95% bootstrap CI over training seeds]")
+    table = Table(title=f"{cmp.title}: mean [95% t interval over training seeds]")
     table.add_column("arm")
     table.add_column("seeds")
     for metric in cmp.metrics:
