@@ -1,16 +1,19 @@
-"""The code each DVC stage runs, as dvc.yaml deps: print them, or check dvc.yaml against them.
+"""The code each DVC stage runs, as dvc.yaml deps: print them, or check dvc.yaml against them. Both pipelines:
+the CPU study (dvc.yaml) and the real-scale study (experiments/realscale/dvc.yaml).
 
-A stage `pdmd stage <name>` runs one function (pdmd_pipeline.commands.STAGE_FUNCTIONS); its code is the import
-closure of that function's module over the three packages: every first-party module it imports, directly or
-not, at module level or inside a function (grimp reads both), plus each module's parent packages (Python runs
-their `__init__`) and the builder modules the model registry imports by name for the CPU tier's model kind.
+A stage `pdmd stage <name>` runs one function (pdmd_pipeline.commands.STAGE_FUNCTIONS), a stage `pdmd study
+<name>` one of pdmd_pipeline.study.commands.STUDY_STAGE_FUNCTIONS (after the study's params loading,
+STUDY_COMMON_MODULES). Its code is the import closure of that function's module over the three packages: every
+first-party module it imports, directly or not, at module level or inside a function (grimp reads both), plus
+each module's parent packages (Python runs their `__init__`) and the builder modules the model registry imports
+by name for the model kinds the stage builds (the CPU tier's kind; the real-scale kinds for the study).
 The `pdmd` command-line wiring (pdmd_core.cli, the `commands` modules) is not part of any stage's code: it only
 parses arguments. A directory is listed when every Python file under it is in the closure, else its files.
 
-    python scripts/stage_code_deps.py            # the deps block of every stage in dvc.yaml
-    python scripts/stage_code_deps.py toy1d      # one stage (its function must be in STAGE_FUNCTIONS)
+    python scripts/stage_code_deps.py            # the deps block of every stage of both dvc.yaml files
+    python scripts/stage_code_deps.py toy1d      # one stage (CPU study; `study:tables` for the real-scale one)
     python scripts/stage_code_deps.py --check    # exit 1 naming every stage whose code deps differ (make lint)
-    python scripts/stage_code_deps.py --write    # rewrite each stage's `packages/...` deps in dvc.yaml in place
+    python scripts/stage_code_deps.py --write    # rewrite each stage's `packages/...` deps in place
 
 Convention for dvc.yaml: each stage lists, after its data deps, exactly these paths (entries starting with
 `packages/`). A stage is a pdmd stage when its cmd is `pdmd stage <name>`, or when its key is itself an entry of
@@ -34,7 +37,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pdmd_core", "pdmd_eval", "pdmd_pipeline")
 CODE_PREFIX = "packages/"
-STAGE_CMD = re.compile(r"\bpdmd stage (\w+)")
+STAGE_CMD = re.compile(r"\bpdmd (stage|study) (\w+)")
+DVC_YAMLS = (ROOT / "dvc.yaml", ROOT / "experiments" / "realscale" / "dvc.yaml")
+STUDY_PREFIX = "study:"  # a real-scale study stage's name here: study:<stage>
+STUDY_MODEL_KINDS = ("wan", "qwen_image")
 
 
 def registry_imports(kind: str, graph: object) -> list[str]:
@@ -53,12 +59,10 @@ def registry_imports(kind: str, graph: object) -> list[str]:
     raise RuntimeError(f"model kind {kind!r} is registered by {builder}, which no MODEL_MODULES entry imports")
 
 
-def closure(module: str, graph: object) -> set[str]:
-    from pdmd_pipeline.stages.teacher_files import MODEL_KIND
-
-    dynamic = {"pdmd_core.models.registry": registry_imports(MODEL_KIND, graph)}
+def closure(modules: Iterable[str], graph: object, kinds: Iterable[str]) -> set[str]:
+    dynamic = {"pdmd_core.models.registry": sorted({m for kind in kinds for m in registry_imports(kind, graph)})}
     seen: set[str] = set()
-    todo = [module]
+    todo = list(modules)
     while todo:
         name = todo.pop()
         if name in seen or name.split(".")[0] not in PACKAGES:
@@ -102,22 +106,31 @@ def stage_code(name: str, graph: object | None = None) -> list[str]:
     import grimp
 
     from pdmd_pipeline.commands import STAGE_FUNCTIONS
+    from pdmd_pipeline.stages.teacher_files import MODEL_KIND
+    from pdmd_pipeline.study.commands import STUDY_COMMON_MODULES, STUDY_STAGE_FUNCTIONS
 
-    if name not in STAGE_FUNCTIONS:
-        raise KeyError(f"stage {name!r} has no function in pdmd_pipeline.commands.STAGE_FUNCTIONS")
+    if name.startswith(STUDY_PREFIX):
+        functions, common, kinds = STUDY_STAGE_FUNCTIONS, STUDY_COMMON_MODULES, STUDY_MODEL_KINDS
+        key, where = name.removeprefix(STUDY_PREFIX), "pdmd_pipeline.study.commands.STUDY_STAGE_FUNCTIONS"
+    else:
+        functions, common, kinds = STAGE_FUNCTIONS, (), (MODEL_KIND,)
+        key, where = name, "pdmd_pipeline.commands.STAGE_FUNCTIONS"
+    if key not in functions:
+        raise KeyError(f"stage {key!r} has no function in {where}")
     graph = graph or grimp.build_graph(*PACKAGES, cache_dir=None, exclude_type_checking_imports=True)
-    module = STAGE_FUNCTIONS[name].split(":")[0]
-    return compress({source_file(m) for m in closure(module, graph)})
+    roots = [functions[key].split(":")[0], *common]
+    return compress({source_file(m) for m in closure(roots, graph, kinds)})
 
 
 def stage_name(key: str, body: dict | str) -> str | None:
-    """The STAGE_FUNCTIONS entry a dvc.yaml stage runs: its `pdmd stage <name>` command, else its own key when
-    that is an entry (a stage with another command), else None (not pdmd code: no code deps checked)."""
+    """The function a dvc.yaml stage runs: `<name>` for `pdmd stage <name>`, `study:<name>` for `pdmd study <name>`,
+    else its own key when that is a STAGE_FUNCTIONS entry (a stage with another command), else None (not pdmd
+    code: no code deps checked)."""
     from pdmd_pipeline.commands import STAGE_FUNCTIONS
 
     match = STAGE_CMD.search(body if isinstance(body, str) else str(body.get("cmd", "")))
     if match:
-        return match.group(1)
+        return match.group(2) if match.group(1) == "stage" else STUDY_PREFIX + match.group(2)
     return key if key in STAGE_FUNCTIONS else None
 
 
@@ -215,26 +228,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stages", nargs="*", help="stage names (default: every pdmd stage in dvc.yaml)")
     parser.add_argument("--check", action="store_true", help="compare with dvc.yaml; exit 1 on a difference")
     parser.add_argument("--write", action="store_true", help="rewrite the code deps in dvc.yaml in place")
-    parser.add_argument("--dvc-yaml", type=Path, default=ROOT / "dvc.yaml")
+    parser.add_argument("--dvc-yaml", type=Path, action="append",
+                        help="a dvc.yaml (repeatable; default: dvc.yaml and experiments/realscale/dvc.yaml)")
     args = parser.parse_args(argv)
+    files = args.dvc_yaml or list(DVC_YAMLS)
     if args.write:
-        changed = write(args.dvc_yaml)
-        print(f"{args.dvc_yaml.name}: code deps rewritten for {changed or 'no stage (all matched)'}")
+        for dvc_yaml in files:
+            changed = write(dvc_yaml)
+            print(f"{_shown(dvc_yaml)}: code deps rewritten for {changed or 'no stage (all matched)'}")
         return 0
     if args.check:
-        problems = check(args.dvc_yaml)
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        if not problems:
-            print(f"{args.dvc_yaml.name}: every stage's code deps match the code it runs")
-        return 1 if problems else 0
+        failed = False
+        for dvc_yaml in files:
+            problems = check(dvc_yaml)
+            for problem in problems:
+                print(f"{_shown(dvc_yaml)}: {problem}", file=sys.stderr)
+            if not problems:
+                print(f"{_shown(dvc_yaml)}: every stage's code deps match the code it runs")
+            failed = failed or bool(problems)
+        return 1 if failed else 0
     import grimp
 
     graph = grimp.build_graph(*PACKAGES, cache_dir=None, exclude_type_checking_imports=True)
-    names = args.stages or [name for name, _ in dvc_stages(args.dvc_yaml).values()]
-    for name in names:
+    names = args.stages or [name for f in files for name, _ in dvc_stages(f).values()]
+    for name in dict.fromkeys(names):
         print(f"{name}:\n{_block(stage_code(name, graph))}")
     return 0
+
+
+def _shown(path: Path) -> str:
+    return path.resolve().relative_to(ROOT).as_posix() if path.resolve().is_relative_to(ROOT) else str(path)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """dvc.yaml's code deps equal the code each stage runs (scripts/stage_code_deps.py, also run by `make lint`): the
 check passes on the project's dvc.yaml, names a missing and a superfluous path, and the closures keep an edit of
-a metric away from the teachers and the distillation, and an edit of the trainer away from data and teachers."""
+a metric away from the teachers and the distillation, and an edit of the trainer away from data and teachers.
+The real-scale study's experiments/realscale/dvc.yaml is held to the same rule: an edit of the trainer marks its
+distill stage (and everything downstream of it through the data deps), not its prompts stage; an edit of the
+table writer only `tables`."""
 
 from __future__ import annotations
 
@@ -39,6 +42,31 @@ def _covers(paths: list[str], file: str) -> bool:
 
 def test_project_dvc_yaml_matches_the_code(deps):
     assert deps.check(ROOT / "dvc.yaml") == []
+
+
+STUDY_YAML = ROOT / "experiments" / "realscale" / "dvc.yaml"
+
+
+def test_the_real_scale_study_lists_the_code_each_stage_runs(deps):
+    assert deps.check(STUDY_YAML) == []
+    listed = {key: paths for key, (_, paths) in deps.dvc_stages(STUDY_YAML).items()}
+    assert set(listed) == {"prompts", "distill", "export", "sample", "evaluate", "tables"}
+    assert all(listed.values())  # every stage has code deps
+    # the trainer and the real-scale adapters: distill runs them; encoding the prompts does not train
+    assert _covers(listed["distill"], f"{CORE}/trainer.py") and _covers(listed["distill"], f"{CORE}/realscale/wan.py")
+    assert not _covers(listed["prompts"], f"{CORE}/trainer.py")
+    table_writer = "packages/pdmd_pipeline/src/pdmd_pipeline/study/tables.py"
+    assert [key for key, paths in listed.items() if _covers(paths, table_writer)] == ["tables"]
+    # both files are checked by default (make lint)
+    assert [p.relative_to(ROOT).as_posix() for p in deps.DVC_YAMLS] == ["dvc.yaml", "experiments/realscale/dvc.yaml"]
+
+
+def test_check_of_the_study_names_a_removed_trainer(deps, tmp_path):
+    spec = yaml.safe_load(STUDY_YAML.read_text())
+    spec["stages"]["distill"]["do"]["deps"].remove(f"{CORE}/trainer.py")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    problems = deps.check(tmp_path / "dvc.yaml")
+    assert len(problems) == 1 and problems[0].startswith(f"stage distill: missing ['{CORE}/trainer.py']")
 
 
 def test_check_names_a_missing_and_a_superfluous_dep(deps, tmp_path):

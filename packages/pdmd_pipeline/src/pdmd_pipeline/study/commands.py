@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import typer
@@ -9,6 +10,18 @@ import typer
 STUDY_PARAMS = "experiments/realscale/params.yaml"  # (study.params imports torch; --help stays fast)
 
 MODEL_STAGES = ("prompts", "distill", "export", "sample", "evaluate")
+# The function each stage of experiments/realscale/dvc.yaml runs (scripts/stage_code_deps.py derives the stage's
+# code deps from it, as from pdmd_pipeline.commands.STAGE_FUNCTIONS for the CPU study).
+STUDY_STAGE_FUNCTIONS = {
+    "prompts": "pdmd_pipeline.study.prompts:stage_prompts",
+    "distill": "pdmd_pipeline.study.distill:stage_distill",
+    "export": "pdmd_pipeline.study.export:stage_export",
+    "sample": "pdmd_pipeline.study.sampling:stage_sample",
+    "evaluate": "pdmd_pipeline.study.evaluation:stage_evaluate",
+    "tables": "pdmd_pipeline.study.tables:stage_tables",
+}
+# What every study stage command runs before its function (params loading and validation, the layout).
+STUDY_COMMON_MODULES = ("pdmd_pipeline.study.params", "pdmd_pipeline.study.layout")
 
 
 def register(app: typer.Typer, panel: str) -> None:
@@ -22,19 +35,19 @@ def register(app: typer.Typer, panel: str) -> None:
         from pdmd_pipeline.commands import _replay_quietly
         from pdmd_pipeline.executors import JobsFailed
         from pdmd_pipeline.params import ParamsError
-        from pdmd_pipeline.study import distill, evaluation, export, prompts, sampling, tables
+        from pdmd_pipeline.study import prompts
         from pdmd_pipeline.study.layout import StudyLayout
         from pdmd_pipeline.study.params import load_study
 
         try:
             study = load_study(params_path)
             layout = StudyLayout(report_dir=study.report_dir)
+            module, name = STUDY_STAGE_FUNCTIONS[stage].split(":")
+            fn = getattr(importlib.import_module(module), name)
             if model is None:
-                tables.stage_tables(study, layout)
+                fn(study, layout)
                 return
             study.model(model)
-            fn = {"prompts": prompts.stage_prompts, "distill": distill.stage_distill, "export": export.stage_export,
-                  "sample": sampling.stage_sample, "evaluate": evaluation.stage_evaluate}[stage]
             fn(study, model, layout)
         except (ParamsError, ConfigError, KeyError, FileNotFoundError, JobsFailed, prompts.StudyError, RuntimeError,
                 ValueError) as err:
