@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as sps
 
 from pdmd_pipeline import claims as C
-from pdmd_pipeline.report import unit_values
+from pdmd_pipeline.units import unit_values
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from typing import Any
 from pdmd_pipeline import claims as C
 from pdmd_pipeline.layout import Layout
 from pdmd_pipeline.params import TEACHER_REFERENCE_PREFIX, PipelineParams
+from pdmd_pipeline.units import axis_label, directions, read_units, unit_values
 
 
 def _outcome_at_default(claim_rows: list[dict[str, Any]], claim: str, comp: C.Comparison, metric: str) -> str:
@@ -28,7 +29,6 @@ def summarize(params: PipelineParams, benchmark: str, layout: Layout, kind: str,
     beside its verdict at the default budget (all seeds), and the plateau rule per metric."""
     import numpy as np
 
-    from pdmd_pipeline.report import directions, read_units, unit_values
 
     folder = layout.convergence(benchmark)
     if not (folder / "units.jsonl").is_file():
@@ -82,7 +82,6 @@ def summarize(params: PipelineParams, benchmark: str, layout: Layout, kind: str,
 def draw(summary: dict[str, Any], kind: str, path: Path, title: str = "") -> Path:
     """reports/figures/<b>/convergence.png: one panel per claim metric, one line per arm, teacher reference lines."""
     from pdmd_eval.figures import convergence_curves
-    from pdmd_pipeline.report import axis_label
 
     panels, refs = {}, {}
     for metric in C.claim_metrics(kind):

@@ -20,31 +20,13 @@ from typing import Any
 import numpy as np
 
 from pdmd_pipeline import claims as C
+from pdmd_pipeline import convergence_summary
 from pdmd_pipeline.claims import evaluate_claims, paired_by_seed  # noqa: F401  (the report's API, defined there)
 from pdmd_pipeline.layout import RUN_METRICS_FILE, Layout
 from pdmd_pipeline.params import TEACHER_REFERENCE_PREFIX, PipelineParams
+from pdmd_pipeline.units import axis_label, directions, read_units, unit_values
 
 UnitKey = C.UnitKey
-
-
-def read_units(path: Path) -> list[dict[str, Any]]:
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def unit_values(units: list[dict[str, Any]]) -> dict[str, dict[str, dict[UnitKey, float]]]:
-    """metric → arm → {(seed, prompt or 'all'): value}; per-sample/pair values averaged within a prompt."""
-    acc: dict[str, dict[str, dict[UnitKey, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for u in units:
-        key = u["key"]
-        prompt = key[0] if isinstance(key, list) else key
-        acc[u["metric"]][u["arm"]][(int(u["seed"]), prompt)].append(float(u["value"]))
-    return {m: {a: {k: float(np.mean(v)) for k, v in per.items()} for a, per in arms.items()}
-            for m, arms in acc.items()}
-
-
-def directions(units: list[dict[str, Any]]) -> dict[str, str]:
-    return {u["metric"]: u["direction"] for u in units}
 
 
 def arm_order(params: PipelineParams, benchmark: str, present: set[str]) -> list[str]:
@@ -75,23 +57,6 @@ def metric_results(values: dict[str, dict[str, dict[UnitKey, float]]], dirs: dic
             seed_means = np.asarray([np.mean(by_seed[s]) for s in seeds])
             out[arm][metric] = MetricResult(metric, dirs[metric], "seed", list(seeds), seed_means, mean, low, high)
     return out
-
-
-MEANING = {"diversity": "more diverse", "coverage": "more of the teacher's samples covered",
-           "fidelity": "closer to the teacher", "motion": "more motion",
-           "precision": "more samples on the teacher's manifold"}
-
-
-def role_of(metric: str, kind: str, roles: C.Roles = C.CPU_TIER_ROLES) -> str | None:
-    return next((role for role in roles if metric in C.metrics_for(role, kind, roles)), None)
-
-
-def axis_label(metric: str, direction: str, kind: str) -> str:
-    """'diversity: featnet_similarity ↓ (lower = more diverse)': the role, the name and which way is better."""
-    role = role_of(metric, kind)
-    if role is None:
-        return f"{metric} {direction}"
-    return f"{role}: {metric} {direction} ({'lower' if direction == '↓' else 'higher'} = {MEANING[role]})"
 
 
 def metric_legend(names: list[str]) -> list[str]:
@@ -286,7 +251,7 @@ def _figures(params: PipelineParams, benchmark: str, layout: Layout, kind: str, 
 
 def stage_tables(params: PipelineParams, benchmark: str, layout: Layout) -> list[dict[str, Any]]:
     from pdmd_eval.tables import Row, write_tables
-    from pdmd_pipeline import convergence_summary, dvc_views
+    from pdmd_pipeline import dvc_views
     from pdmd_pipeline.stages.common import read_json
 
     info = read_json(layout.data(benchmark) / "info.json")

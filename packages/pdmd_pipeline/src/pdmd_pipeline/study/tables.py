@@ -4,7 +4,7 @@ of reports/README.md), figures, the report's README.md, and each run's samples a
 
 Cells: mean ± half-width of the 95 % seed-clustered Student-t interval (the training seed is the unit of
 replication; per-sample values averaged within a prompt first, then over each seed's prompts), as the CPU tier's
-tables (`report.unit_values`, `report.metric_results`); the teacher reference has no training seed: its mean.
+tables (`units.unit_values`, `report.metric_results`); the teacher reference has no training seed: its mean.
 """
 
 from __future__ import annotations
@@ -16,15 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pdmd_pipeline import claims as C
-from pdmd_pipeline.report import (
-    COMPARISON_HEADER,
-    RULES,
-    STATISTIC,
-    comparison_lines,
-    directions,
-    read_units,
-    unit_values,
-)
+from pdmd_pipeline.report import COMPARISON_HEADER, RULES, STATISTIC, comparison_lines
 from pdmd_pipeline.study import paper
 from pdmd_pipeline.study.distill import experiment_name, read_sweep
 from pdmd_pipeline.study.evaluation import METRICS, UNITS, group
@@ -32,6 +24,7 @@ from pdmd_pipeline.study.layout import StudyLayout
 from pdmd_pipeline.study.params import ARM_LABELS, TINY, StudyParams
 from pdmd_pipeline.study.prompts import read_info
 from pdmd_pipeline.study.sampling import SETS, TIMING, read_samples
+from pdmd_pipeline.units import directions, read_units, unit_values
 
 Values = dict[str, dict[str, dict[tuple[int, Any], float]]]
 NOT_RUN = "not run"
