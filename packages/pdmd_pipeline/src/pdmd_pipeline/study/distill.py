@@ -15,6 +15,7 @@ from typing import Any
 
 from pdmd_core.config import DistillConfig
 from pdmd_pipeline.jobs import TrackingTarget
+from pdmd_pipeline.stages.distill import new_sweep_id
 from pdmd_pipeline.study.layout import StudyLayout
 from pdmd_pipeline.study.params import StudyParams, generator_budget, resolve_run_config
 from pdmd_pipeline.study.prompts import TRAIN_CACHE, model_paths, read_info
@@ -73,7 +74,7 @@ def stage_distill(study: StudyParams, model: str, layout: StudyLayout) -> dict[s
     params = study.model(model)
     uri = resolve_tracking_uri(study.tracking_uri, layout.root)
     spool_root = default_spool_root(layout.root)
-    sweep_id = time.strftime("%Y%m%d-%H%M%S") + f"-{int(time.time() * 1000) % 1000:03d}"
+    sweep_id = new_sweep_id()  # the CPU study's scheme: time-ordered, random suffix (no same-ms collisions)
     paths = model_paths(layout, model)
     tags = common_tags(study, model, layout, sweep_id)
     parent_key = f"{study.study}/{model}/{sweep_id}/sweep"
