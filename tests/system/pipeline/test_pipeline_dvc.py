@@ -12,7 +12,9 @@
   experiment's MLflow runs land in the repository's store and its spool in the repository's `.pdmd/`
   (DVC_ROOT), every record delivered; `dvc exp show` lists the experiments; the workspace is left as it was.
 
-Each test leaves the sandbox as it found it (the experiments test, which commits it, runs last)."""
+Each test leaves the sandbox as it found it, in the sense that matters to the tests after it: the UI test
+runs right after the repro (the failing-arm test adds a failed sweep, which `pdmd compare -b` would pick as
+the latest), and the experiments test, which commits the sandbox, runs last."""
 
 from __future__ import annotations
 
@@ -161,6 +163,48 @@ class _Images(HTMLParser):
             self.scripts.append(values["src"] or "")
 
 
+@pytest.mark.slow
+@pytest.mark.mlflow
+def test_first_screen_groups_runs_by_arm_and_compare_view_lists_them(smoke_repo, tmp_path):
+    root, result = smoke_repo
+    assert result.returncode == 0, result.output[-4000:]
+    preset = smoke_preset()
+    port = free_port()
+    env = sandbox_env()
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = tmp_path / "ui.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(BIN / "pdmd"), "mlflow", "ui", "--port", str(port)], cwd=root, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert wait_for(lambda: healthy(f"http://127.0.0.1:{port}") or proc.poll() is not None, 180, 0.5)
+        assert proc.poll() is None, log.read_text()
+        printed = log.read_text()
+        ui = f"http://127.0.0.1:{port}"
+        for bench, spec in preset["benchmarks"].items():
+            match = re.search(rf"pdmd/{bench}: arms table (\S+)", printed)
+            assert match, printed
+            url = match.group(1)
+            assert url.startswith(f"{ui}/#/experiments/") and "workflowType=machine_learning" in url
+            seeds = {arm: seeds_of(preset, arm) for arm in spec["arms"]}
+            runs = [f"{arm}/seed{seed}" for arm in spec["arms"] for seed in seeds[arm]]
+            headline = [f"eval/{m}" for m in headline_metrics(KIND[bench])]
+            # the count the page states: arm × seed runs (extra seeds included), the sweep's parent and the
+            # convergence runs filtered out
+            text = render(url, [f"pdmd/{bench}", f"{len(runs)} matching runs", *runs, *headline], tmp_path,
+                          f"runs-{bench}")
+            for arm in spec["arms"]:  # one group per arm holding its seeds
+                assert re.search(rf"Group: {re.escape(arm)} {len(seeds[arm])}\b", text), arm
+            assert "Traces 0" not in text and "GenAI apps" not in text  # the training layout, not the GenAI one
+            cmp = json.loads(run_in(root, str(BIN / "pdmd"), "compare", "-b", bench, "--ui", ui, "--json"))
+            assert len(cmp["run_ids"]) == len(runs)
+            text = render(cmp["compare_url"], [f"Comparing {len(runs)} Runs from 1 Experiment", *runs], tmp_path,
+                          f"compare-{bench}")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 def _status(root: Path) -> set[str]:
     """Changed stages of the CPU tier's pipeline. `dvc status` without a target also lists the other dvc.yaml
     files of the project (the real-scale study, never reproduced here); `dvc repro` defaults to ./dvc.yaml."""
@@ -240,48 +284,6 @@ def test_failing_arm_fails_the_stage_and_keeps_the_lock(smoke_repo):
     finally:  # the session's sandbox as it was: its params, and the outputs DVC removed, back from the cache
         params_file.write_text(original)
         _dvc(root, "checkout", "--force", "distill@mog2d")
-
-
-@pytest.mark.slow
-@pytest.mark.mlflow
-def test_first_screen_groups_runs_by_arm_and_compare_view_lists_them(smoke_repo, tmp_path):
-    root, result = smoke_repo
-    assert result.returncode == 0, result.output[-4000:]
-    preset = smoke_preset()
-    port = free_port()
-    env = sandbox_env()
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = tmp_path / "ui.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([str(BIN / "pdmd"), "mlflow", "ui", "--port", str(port)], cwd=root, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        assert wait_for(lambda: healthy(f"http://127.0.0.1:{port}") or proc.poll() is not None, 180, 0.5)
-        assert proc.poll() is None, log.read_text()
-        printed = log.read_text()
-        ui = f"http://127.0.0.1:{port}"
-        for bench, spec in preset["benchmarks"].items():
-            match = re.search(rf"pdmd/{bench}: arms table (\S+)", printed)
-            assert match, printed
-            url = match.group(1)
-            assert url.startswith(f"{ui}/#/experiments/") and "workflowType=machine_learning" in url
-            seeds = {arm: seeds_of(preset, arm) for arm in spec["arms"]}
-            runs = [f"{arm}/seed{seed}" for arm in spec["arms"] for seed in seeds[arm]]
-            headline = [f"eval/{m}" for m in headline_metrics(KIND[bench])]
-            # the count the page states: arm × seed runs (extra seeds included), the sweep's parent and the
-            # convergence runs filtered out
-            text = render(url, [f"pdmd/{bench}", f"{len(runs)} matching runs", *runs, *headline], tmp_path,
-                          f"runs-{bench}")
-            for arm in spec["arms"]:  # one group per arm holding its seeds
-                assert re.search(rf"Group: {re.escape(arm)} {len(seeds[arm])}\b", text), arm
-            assert "Traces 0" not in text and "GenAI apps" not in text  # the training layout, not the GenAI one
-            cmp = json.loads(run_in(root, str(BIN / "pdmd"), "compare", "-b", bench, "--ui", ui, "--json"))
-            assert len(cmp["run_ids"]) == len(runs)
-            text = render(cmp["compare_url"], [f"Comparing {len(runs)} Runs from 1 Experiment", *runs], tmp_path,
-                          f"compare-{bench}")
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 @pytest.mark.slow
