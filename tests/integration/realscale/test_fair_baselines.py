@@ -82,7 +82,7 @@ FAMILIES = {"wan": ("tiny-wan2.2", 5.0, "tiny_wan22", "wan_prompt_cache"),
 
 
 def test_a_samples_renoise_stream_is_reproducible_independent_of_its_initial_noise_and_its_own():
-    from pdmd_core.realscale.noise import initial_noise, renoise_generator, renoise_seed
+    from pdmd_core.sample_noise import initial_noise, renoise_generator, renoise_seed
 
     shape = (4, 1, 4, 4)
     for seed in (0, 3, 5, 2**40 + 3):
@@ -151,9 +151,9 @@ def test_the_renoise_draws_of_pdmd_sample_and_the_study_are_each_seeds_own_and_n
 
     from pdmd_core.realscale.architectures import get_architecture, latent_shape
     from pdmd_core.realscale.export import export_student
-    from pdmd_core.realscale.noise import initial_noise, renoise_generator
     from pdmd_core.realscale.pipelines import load_student_pipeline
     from pdmd_core.roles import GeneratorExperts
+    from pdmd_core.sample_noise import initial_noise, renoise_generator
     from pdmd_pipeline.realscale.sample_set import sample_to_set
     from pdmd_pipeline.study.sampling import run_sample_job
 
@@ -214,10 +214,10 @@ def test_pdmd_sample_and_the_study_sample_a_renoise_student_as_its_trainer_does_
 
     from pdmd_core.realscale.architectures import get_architecture, latent_shape
     from pdmd_core.realscale.export import export_student
-    from pdmd_core.realscale.noise import initial_noise, renoise_generator
     from pdmd_core.realscale.pipelines import load_student_pipeline
     from pdmd_core.realscale.student_io import load_student
     from pdmd_core.realscale.text_cache import CachedPromptEncoder
+    from pdmd_core.sample_noise import initial_noise, renoise_generator
     from pdmd_pipeline.realscale.sample_set import sample_to_set
     from pdmd_pipeline.study.sampling import run_sample_job
 

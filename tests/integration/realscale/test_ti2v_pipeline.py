@@ -123,11 +123,11 @@ def test_ti2v_student_trains_exports_and_the_expand_timesteps_i2v_pipeline_repro
     from diffusers import AutoencoderKLWan
 
     from pdmd_core.realscale.export import ExportManifest
-    from pdmd_core.realscale.noise import initial_noise
     from pdmd_core.realscale.pipelines import load_student_pipeline
     from pdmd_core.realscale.student_io import load_student
     from pdmd_core.realscale.text_cache import CachedPromptEncoder
     from pdmd_core.realscale.vae import load_image
+    from pdmd_core.sample_noise import initial_noise
 
     (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
     cache = tmp_path / "prompts.safetensors"

@@ -36,10 +36,14 @@ NoiseSource = Callable[[Sequence[int]], Tensor]
 
 
 def transport_step(x: Tensor, v: Tensor, t_from: float, t_to: float, transport: str,
-                   rng: torch.Generator, noise_source: NoiseSource | None = None) -> Tensor:
+                   rng: torch.Generator | None, noise_source: NoiseSource | None = None) -> Tensor:
+    """One step from t_from to t_to: Euler, or re-noise with fresh noise from `noise_source` or else `rng` (one of
+    them is required for a re-noise step that does not end at t = 0)."""
     if transport == "euler" or t_to == 0.0:
         return euler_step(x, v, t_from, t_to)
     if noise_source is None:
+        if rng is None:
+            raise ValueError("a re-noise step needs its fresh noise: a generator or a noise source")
         noise = torch.randn(x.shape, generator=rng, device=rng.device, dtype=x.dtype).to(x.device)
     else:
         noise = noise_source(x.shape).to(device=x.device, dtype=x.dtype)

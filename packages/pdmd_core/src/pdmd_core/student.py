@@ -33,7 +33,7 @@ from pdmd_core.models.registry import ModelBundle, build_model
 from pdmd_core.protocols import Conditioning
 from pdmd_core.role_sharding import materialize_modules
 from pdmd_core.roles import EMA, GeneratorExperts
-from pdmd_core.rollout import transport_step
+from pdmd_core.rollout import NoiseSource, transport_step
 
 EXPORT_WEIGHTS = "student.safetensors"
 EXPORT_MANIFEST = "student.json"
@@ -137,26 +137,33 @@ class Student:
         return cls(gen, manifest["transport"], config=cfg)
 
     @torch.no_grad()
-    def sample(self, z: Tensor, cond: Conditioning | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, z: Tensor, cond: Conditioning | None = None, generator: torch.Generator | None = None,
+               noise_source: NoiseSource | None = None) -> Tensor:
+        """The student's samples from starting noise `z`. A re-noise (DMD2) student draws fresh noise between its
+        steps: from `noise_source` (called with the batch shape; e.g. one stream per sample seed,
+        `pdmd_core.sample_noise`) or else from `generator`; it refuses to sample with neither, rather than share one
+        silent default stream across every call. An Euler student draws nothing."""
+        if self.transport != "euler" and generator is None and noise_source is None:
+            raise ValueError(f"a {self.transport!r}-transport student draws fresh noise between its steps: pass its "
+                             "re-noise stream (noise_source=, or generator=), e.g. pdmd_core.sample_noise")
         if self.ema is None:
-            return self._sample(z, cond, generator)
+            return self._sample(z, cond, generator, noise_source)
         backup = {n: p.detach().clone() for n, p in self.ema.params.items()}
         self.ema.copy_to_params()
         try:
-            return self._sample(z, cond, generator)
+            return self._sample(z, cond, generator, noise_source)
         finally:
             for n, p in self.ema.params.items():
                 p.copy_(backup[n])
 
-    def _sample(self, z: Tensor, cond: Conditioning | None, generator: torch.Generator | None) -> Tensor:
+    def _sample(self, z: Tensor, cond: Conditioning | None, generator: torch.Generator | None,
+                noise_source: NoiseSource | None) -> Tensor:
         ts = self.generator.timesteps
-        rng = generator if generator is not None else torch.Generator(device=z.device).manual_seed(0)
         x = z
         for i in range(len(ts) - 1):
             t = torch.full((z.shape[0],), ts[i], device=z.device, dtype=z.dtype)
             v = self.generator.step_velocity(i, x, t, cond)
-            x = transport_step(x, v, ts[i], ts[i + 1], self.transport, rng)
+            x = transport_step(x, v, ts[i], ts[i + 1], self.transport, generator, noise_source)
         return x
 
 

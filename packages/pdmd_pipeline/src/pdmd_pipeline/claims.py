@@ -4,9 +4,12 @@ Claims are data: `Claim`s made of `Comparison(role, a, b, relation)`; `a`/`b` ar
 (`teacher_40`, `teacher_4`); a role (diversity, coverage, motion, fidelity, precision) names metrics per sample kind
 through a roles table (`CPU_TIER_ROLES` here; another study passes its own, e.g. DINOv3 similarity for diversity).
 The rules are functions: `verdict`, `compare`, `artefact_flag`, `combine`, `evaluate_claims`, `budget_direction`,
-`plateau`. Rules history: until this version the interval was a bootstrap over (seed, prompt) units treated as
-independent (reports/verdicts_before.json keeps the verdicts it gave); the rules below replaced it before any
-result under them was seen.
+`plateau`. The SGTS baseline in every claim is arm `sgts`: DMD2's SGTS with re-noise transport (the clean
+prediction plus fresh noise between steps, as DMD2 and the real-scale presets train and sample it); `sgts_euler`
+(the same with Euler steps, this tier's baseline until then) is an ablation arm that no claim names.
+Rules history: until this version the interval was a bootstrap over (seed, prompt) units treated as independent
+(reports/verdicts_before.json keeps the verdicts it gave); the rules below replaced it before any result under
+them was seen.
 
 Units and pairing. The unit of replication is the training seed: all prompts of one seed are sampled from one
 trained model, so they are not independent. Every comparison is paired on (training seed, prompt): both arms were

@@ -8,7 +8,7 @@ the export's FixedScheduleEulerScheduler (both families), so the pipeline steps 
 timesteps with the student's transport; a re-noise (DMD2) student draws its fresh noise from the `generator`
 given to `generate` (required for it), so the same generator reproduces pdmd's own sampler. `sample_seed` is the
 one way the study and `pdmd sample` draw a sample (prompt, seed): z and the re-noise stream from the seed's two
-independent streams (`pdmd_core.realscale.noise`).
+independent streams (`pdmd_core.sample_noise`).
 Wan modes: t2v -> WanPipeline; i2v (Wan2.2 I2V-A14B) -> WanImageToVideoPipeline; ti2v (Wan2.2 TI2V-5B) ->
 WanImageToVideoPipeline with `expand_timesteps=True`, as diffusers runs the released TI2V model from an image
 (first latent frame replaced by the encoded image, its tokens at timestep 0, pasted back after the last step).
@@ -57,7 +57,7 @@ class StudentPipeline:
             raise ValueError(f"output_type must be 'latent' or 'pt', got {output_type!r}")
         if generator is None and self.manifest.transport == "renoise":
             raise ValueError("this student re-noises between its steps (transport 'renoise'): pass the `generator` "
-                             "of its fresh noise, e.g. pdmd_core.realscale.noise.renoise_generator(seed)")
+                             "of its fresh noise, e.g. pdmd_core.sample_noise.renoise_generator(seed)")
         scheduler = self.pipeline.scheduler
         scheduler.noise_generator = generator
         try:
@@ -83,7 +83,7 @@ def sample_seed(student: StudentPipeline, cond: Conditioning, shape: tuple[int, 
     """One sample (pdmd latents, batch 1) of prompt `cond` and sample seed `seed`, as the study and `pdmd sample`
     draw it: initial noise `noise.initial_noise(shape, seed)` (then on `device` in `dtype`), a re-noise student's
     fresh noise from `noise.renoise_generator(seed)`, a stream independent of z."""
-    from pdmd_core.realscale.noise import initial_noise, renoise_generator
+    from pdmd_core.sample_noise import initial_noise, renoise_generator
 
     z = initial_noise(shape, seed).to(device, dtype)
     return student.generate(z, cond, image=image, generator=renoise_generator(seed))

@@ -1,6 +1,6 @@
 """`pdmd sample`: exported student + stock diffusers pipeline -> a pdmd_eval sample set (and the latents). Each
 (prompt, seed) is drawn by `pipelines.sample_seed`, as the study's sample stage draws it: the seed's initial noise
-and, for a re-noise student, the seed's own re-noise stream (`pdmd_core.realscale.noise`)."""
+and, for a re-noise student, the seed's own re-noise stream (`pdmd_core.sample_noise`)."""
 
 from __future__ import annotations
 

@@ -26,6 +26,22 @@ def grid_noise(shape: tuple[int, ...], seeds: list[int]) -> Any:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
+def renoise_source(row_seeds: list[int]) -> Any:
+    """The fresh noise a re-noise (DMD2) student draws between its steps, each grid row from its sample seed's own
+    re-noise stream (`pdmd_core.sample_noise`: independent of the row's starting noise, the same for every arm and
+    prompt, as the starting noise is). Called with the batch shape at each step."""
+    import torch
+
+    from pdmd_core.sample_noise import renoise_generator
+
+    generators = [renoise_generator(s) for s in row_seeds]
+
+    def draw(shape: Any) -> Any:
+        return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in generators])
+
+    return draw
+
+
 def _records(method: str, info: dict[str, Any], prompt_ids: list[int], seeds: list[int], steps: int, nfe: int,
              checkpoint: str) -> list[Any]:
     from pdmd_eval.samples import SampleRecord
@@ -103,8 +119,10 @@ def sample_student(checkpoint: Path, bundle: Any, grid: EvalGrid, arm: str, labe
     from pdmd_core.student import Student
 
     student = Student.from_checkpoint(checkpoint, bundle=bundle)
+    row_seeds = [s for _ in grid.prompt_ids for s in grid.seeds]  # the grid's row order: prompt-major
+    noise = renoise_source(row_seeds) if student.transport != "euler" else None
     with torch.no_grad():
-        x = student.sample(grid.z, grid.cond)
+        x = student.sample(grid.z, grid.cond, noise_source=noise)
     steps = len(student.timesteps) - 1
     return _save(x, _records(arm, grid.info, grid.prompt_ids, grid.seeds, steps, steps, label), grid.info, folder)
 

@@ -232,10 +232,10 @@ def sampling_part(root: Path, ctx: Any, work: Path, rehearsal: bool) -> dict[str
     from pdmd_core.realscale.architectures import get_architecture, latent_shape
     from pdmd_core.realscale.export import export_student
     from pdmd_core.realscale.gpu_check import _random_prompt_cache
-    from pdmd_core.realscale.noise import initial_noise
     from pdmd_core.realscale.pipelines import load_student_pipeline, load_teacher_pipeline
     from pdmd_core.realscale.text_cache import CachedPromptEncoder
     from pdmd_core.roles import GeneratorExperts
+    from pdmd_core.sample_noise import initial_noise
 
     architecture, resolution = ("tiny-wan2.1", [5, 32, 32]) if rehearsal else ("wan2.1-t2v-1.3b", [17, 480, 832])
     base = work / "base"

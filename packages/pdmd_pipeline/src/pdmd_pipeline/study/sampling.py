@@ -3,7 +3,7 @@ the base model at `evaluation.teacher` steps and CFG (the reference, `teacher_<s
 at its N steps and CFG 1, one job per sample set (a SLURM array on GPU nodes). Every sample of every set starts
 from the same noise (`noise.initial_noise(shape, seed)` for each evaluation seed); a student's sample is drawn by
 `pipelines.sample_seed`, as `pdmd sample` draws it, so a re-noise (DMD2) student's fresh noise comes from the seed's
-own re-noise stream, independent of its initial noise (`pdmd_core.realscale.noise`). Each set records the wall
+own re-noise stream, independent of its initial noise (`pdmd_core.sample_noise`). Each set records the wall
 time of every sample (denoising, including the initial noise draw, and VAE decoding separately, `timing.json`),
 from which the report computes the speed-up.
 
@@ -115,10 +115,10 @@ def run_sample_job(job: SampleJob) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from pdmd_core.realscale.architectures import get_architecture, latent_shape
-    from pdmd_core.realscale.noise import initial_noise
     from pdmd_core.realscale.pipelines import load_student_pipeline, load_teacher_pipeline, sample_seed
     from pdmd_core.realscale.text_cache import CachedPromptEncoder
     from pdmd_core.realscale.vae import load_rgb, one_frame_as_image
+    from pdmd_core.sample_noise import initial_noise
 
     torch.set_num_threads(job.threads)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[job.dtype]

@@ -1,4 +1,5 @@
-"""The two noise streams of one sample (prompt, sample seed `s`), as the study and `pdmd sample` draw them.
+"""The two noise streams of one sample (prompt, sample seed `s`), as every sampler of a trained student draws them:
+the CPU tier's sample stage, the real-scale study and `pdmd sample`.
 
 - Initial noise z: `torch.randn((1, *shape))` from a CPU generator seeded `s` (the same z on every device, for every
   arm and the base model: the paper's protocol).
